@@ -1,0 +1,89 @@
+"""Checkpoints: plain dicts that carry their own architecture and config.
+
+Saved atomically; loaded with ``torch.load(weights_only=True)`` only, so a
+file carrying a pickle payload is refused without running it.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from annot_denoise import __version__
+from annot_denoise.io import atomic_write_bytes
+from annot_denoise.models import MODELS, build_model
+
+FORMAT = 1  # bump when a checkpoint could no longer be read by older code
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message names the file and why."""
+
+
+def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
+    """Write ``state`` (plus format and version stamps) atomically."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": __version__, **state}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load and sanity-check one of our checkpoints on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses arbitrary objects before building them.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path}: refused: it contains Python objects other than weights, which could run "
+            f"code when loaded ({first[:120]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated? {reason[:160]})"
+        ) from None
+    if not isinstance(ckpt, dict) or "arch" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(
+            f"{path}: not an annot-denoise checkpoint (no 'arch'/'model' entries)"
+        )
+    fmt = ckpt.get("format")
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise CheckpointError(
+            f"{path}: written by annot-denoise {ckpt.get('version', '?')} in checkpoint format "
+            f"{fmt}; this is {__version__} (format {FORMAT}): upgrade annot-denoise"
+        )
+    name = ckpt["arch"].get("name") if isinstance(ckpt["arch"], dict) else None
+    if name not in MODELS:
+        raise CheckpointError(
+            f"{path}: architecture {name!r} is unknown to annot-denoise {__version__} "
+            f"(known: {sorted(MODELS)})"
+        )
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: Path | str = "<checkpoint>") -> nn.Module:
+    """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
+    arch = ckpt["arch"]
+    model = build_model(arch["name"], **arch.get("kwargs", {}))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit {arch['name']!r} ({first})") from None
+    return model.eval()
+
+
+def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Checkpoint file -> (model on ``device`` in eval mode, checkpoint dict)."""
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, path).to(device), ckpt

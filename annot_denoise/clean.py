@@ -1,0 +1,143 @@
+"""Clean folders of real scans: mirror the input tree, never touch the input.
+
+Each output has its input's relative path, name, format, size, channels and
+bit depth. Outputs that already exist are skipped (an interrupted run resumes
+by running the same command again) unless ``overwrite`` is set. Reading and
+writing run in a thread pool while the network works on the current batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annot_denoise import __version__
+from annot_denoise.inference import Restorer
+from annot_denoise.io import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    atomic_write_text,
+    list_images,
+    read_image,
+    write_image,
+)
+from annot_denoise.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+class CleanError(Exception):
+    """A problem with the job as a whole (paths), reported before any work starts."""
+
+
+@dataclass
+class CleanReport:
+    out_dir: Path
+    processed: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def plan_outputs(inputs: Path, out: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) for every image under ``inputs``; refuses unsafe layouts."""
+    inputs, out = Path(inputs), Path(out)
+    if not inputs.exists():
+        raise CleanError(f"{inputs}: no such file or folder")
+    src_root = inputs.resolve() if inputs.is_dir() else inputs.resolve().parent
+    dst = out.resolve()
+    if dst == src_root:
+        raise CleanError(f"output folder {out} is the input folder; choose another -o")
+    if inputs.is_dir() and dst.is_relative_to(src_root):
+        raise CleanError(
+            f"output folder {out} is inside the input folder {inputs}; choose another -o"
+        )
+    if inputs.is_file():
+        return [(inputs, out / inputs.name)]
+    sources = list_images(inputs)
+    if not sources:
+        raise CleanError(f"{inputs}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return [(src, out / src.relative_to(inputs)) for src in sources]
+
+
+def clean(
+    inputs: Path,
+    out: Path,
+    restorer: Restorer,
+    *,
+    batch_size: int = 4,
+    overwrite: bool = False,
+    workers: int = 2,
+    progress: Progress | None = None,
+    meta: dict | None = None,
+) -> CleanReport:
+    """Clean every image under ``inputs`` into ``out``; see the module docstring."""
+    progress = progress or Progress()
+    started = time.perf_counter()
+    plan = plan_outputs(inputs, out)
+    report = CleanReport(Path(out))
+    todo = [(s, d) for s, d in plan if overwrite or not d.exists()]
+    report.skipped = len(plan) - len(todo)
+    if report.skipped:
+        log.info("skipping %d images whose output exists (--overwrite to redo)", report.skipped)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max(1, workers)) as pool, progress.task("cleaning", len(todo)) as bar:
+        writes: list[tuple[Path, Future]] = []
+        for chunk, reads in _prefetch(pool, todo, batch_size):
+            images, dests = [], []
+            for (src, dst), fut in zip(chunk, reads):
+                try:
+                    images.append(fut.result())
+                    dests.append((src, dst))
+                except ImageReadError as exc:
+                    report.failed.append(str(exc))
+                    log.error("%s", exc)
+            for (src, dst), result in zip(dests, restorer.restore(images)):
+                writes.append((src, pool.submit(write_image, dst, result)))
+                report.outputs.append(dst)
+            bar.advance(len(chunk))
+        for src, fut in writes:
+            try:
+                fut.result()
+                report.processed += 1
+            except (OSError, ValueError) as exc:
+                report.failed.append(f"{src}: cannot write output ({exc})")
+                log.error("%s: cannot write output (%s)", src, exc)
+    report.seconds = time.perf_counter() - started
+    record = {
+        "version": __version__,
+        "inputs": str(inputs),
+        "out": str(out),
+        "processed": report.processed,
+        "skipped": report.skipped,
+        "failed": report.failed,
+        "seconds": round(report.seconds, 2),
+        **(meta or {}),
+    }
+    atomic_write_text(Path(out) / "clean_run.json", json.dumps(record, indent=2))
+    return report
+
+
+def _prefetch(
+    pool: ThreadPoolExecutor, todo: Sequence[tuple[Path, Path]], batch_size: int
+) -> Iterator[tuple[Sequence[tuple[Path, Path]], list[Future[np.ndarray]]]]:
+    """Yield batches whose reads were started one batch ahead."""
+    chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    pending = [pool.submit(read_image, src) for src, _ in chunks[0]] if chunks else []
+    for i, chunk in enumerate(chunks):
+        current = pending
+        if i + 1 < len(chunks):
+            pending = [pool.submit(read_image, src) for src, _ in chunks[i + 1]]
+        yield chunk, current

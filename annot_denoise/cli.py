@@ -1,0 +1,375 @@
+"""The ``annot-denoise`` command line: thin Typer commands over the core functions.
+
+Each command validates its arguments, calls one core function and renders what
+comes back. Errors a user can fix become one red line and exit code 1 (2 for
+usage and config errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from annot_denoise import __version__
+
+app = typer.Typer(
+    name="annot-denoise",
+    help="Remove annotations burned into medical images (calipers, arrows, text, boxes) "
+    "and leave every other pixel as it was.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+log = logging.getLogger("annot_denoise")
+
+NoProgress = Annotated[
+    bool, typer.Option("--no-progress", help="No progress bars (for batch jobs and logs).")
+]
+Device = Annotated[
+    str,
+    typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps."),
+]
+
+
+def _user_errors() -> dict[type, int]:
+    """Exceptions that mean 'the user can fix this', with their exit codes."""
+    from annot_denoise.checkpoint import CheckpointError
+    from annot_denoise.clean import CleanError
+    from annot_denoise.config import ConfigError
+    from annot_denoise.data import DatasetError
+    from annot_denoise.runtime import DeviceError
+    from annot_denoise.synth.pipeline import SynthError
+    from annot_denoise.train import TrainingError
+
+    return {
+        ConfigError: 2,
+        DeviceError: 2,
+        CheckpointError: 1,
+        CleanError: 1,
+        DatasetError: 1,
+        SynthError: 1,
+        TrainingError: 1,
+        FileNotFoundError: 1,
+    }
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn the user-fixable exceptions into one red line and an exit code."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            console.print("[red]interrupted[/red]; run the same command again to resume")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            for kind, code in _user_errors().items():
+                if isinstance(exc, kind):
+                    for line in str(exc).splitlines():
+                        console.print(f"[red]error:[/red] {line}", highlight=False, markup=True)
+                    raise typer.Exit(code) from None
+            raise
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"annot-denoise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+    version: Annotated[
+        Optional[bool],  # noqa: UP045 - Typer needs Optional here on Python 3.10
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """Remove annotations burned into medical images."""
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+
+
+def _progress(no_progress: bool):
+    from annot_denoise.progress import Progress
+
+    return Progress(enabled=not no_progress)
+
+
+def _restorer(model: Path, device: str, amp: bool = True):
+    from annot_denoise.checkpoint import load_model
+    from annot_denoise.inference import Restorer
+    from annot_denoise.runtime import resolve_device
+
+    dev = resolve_device(device)
+    net, ckpt = load_model(model, dev)
+    return Restorer.from_checkpoint(net, ckpt, dev, amp=amp), dev
+
+
+@app.command("synth")
+@friendly
+def synth_cmd(
+    clean_dir: Annotated[
+        Path, typer.Argument(help="Folder of clean scans (searched recursively).")
+    ],
+    out_dir: Annotated[
+        Path, typer.Argument(help="Dataset folder to write clean/ annotated/ masks/ into.")
+    ],
+    drawer: Annotated[
+        str, typer.Option(help="Built-in drawer (see `annot-denoise drawers`) or module:function.")
+    ] = "mixed",
+    copies: Annotated[int, typer.Option(min=1, help="Differently annotated copies per scan.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Same seed, same bytes.")] = 0,
+    colors: Annotated[
+        str, typer.Option(help="Comma-separated annotation colours: white,yellow,cyan,green.")
+    ] = "white,yellow,cyan",
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (0 = this process).")] = 0,
+    preview: Annotated[
+        int, typer.Option(min=0, help="Write OUT_DIR/preview.png with N samples and exit.")
+    ] = 0,
+    no_progress: NoProgress = False,
+) -> None:
+    """Draw synthetic annotations on clean scans and record the exact masks."""
+    from annot_denoise.synth.pipeline import preview as make_preview
+    from annot_denoise.synth.pipeline import synth
+
+    palette = [c.strip() for c in colors.split(",") if c.strip()]
+    if preview:
+        path = make_preview(
+            clean_dir, out_dir / "preview.png", preview, drawer=drawer, seed=seed, colors=palette
+        )
+        out.print(f"preview: {path}")
+        return
+    report = synth(
+        clean_dir,
+        out_dir,
+        drawer=drawer,
+        copies=copies,
+        seed=seed,
+        colors=palette,
+        workers=workers,
+        progress=_progress(no_progress),
+    )
+    out.print(
+        f"wrote {report.written} pairs to {out_dir} in {report.seconds:.1f} s"
+        + (f"; {len(report.failed)} scans failed" if report.failed else "")
+    )
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("drawers")
+def drawers_cmd() -> None:
+    """List the built-in annotation drawers."""
+    from annot_denoise.synth.drawers import describe_drawers
+
+    table = Table("drawer", "what it draws")
+    for name, text in describe_drawers().items():
+        table.add_row(name, text)
+    out.print(table)
+    out.print("Custom drawers: --drawer my_pkg.my_module:draw (see examples/custom_drawer.py)")
+
+
+@app.command("phantoms")
+@friendly
+def phantoms_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write phantom_NNNN.png into.")],
+    count: Annotated[int, typer.Option(min=1, help="How many scans.")] = 16,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    height: Annotated[int, typer.Option(min=16, help="Image height in pixels.")] = 336,
+    width: Annotated[int, typer.Option(min=16, help="Image width in pixels.")] = 544,
+    color: Annotated[bool, typer.Option(help="Write 3-channel RGB scans.")] = False,
+) -> None:
+    """Write procedural ultrasound-like scans (the embedded demo data)."""
+    from annot_denoise.phantom import write_phantoms
+
+    paths = write_phantoms(out_dir, count, seed=seed, size=(height, width), color=color)
+    out.print(f"wrote {len(paths)} phantom scans to {out_dir}")
+
+
+@app.command("init-config")
+@friendly
+def init_config_cmd(
+    path: Annotated[Path, typer.Argument(help="Where to write the YAML config.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a complete, commented default training config."""
+    from annot_denoise.config import commented_defaults
+    from annot_denoise.io import atomic_write_text
+
+    if path.exists() and not force:
+        console.print(f"[red]error:[/red] {path} exists; pass --force to overwrite it")
+        raise typer.Exit(1)
+    atomic_write_text(path, commented_defaults())
+    out.print(f"wrote {path}")
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    config: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(help="YAML config (see init-config); optional with --resume."),
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."),
+    ] = None,
+    device: Device = "auto",
+    resume: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Run folder to continue from its last.pt (uses its config.yaml)."),
+    ] = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Train a network that maps annotated scans to clean ones."""
+    from annot_denoise.config import ConfigError, load_config
+    from annot_denoise.train import train
+
+    overrides = list(set_ or [])
+    if resume is not None:
+        if config is None:
+            config = resume / "config.yaml"
+        overrides.append(f"output.dir={resume}")
+    if config is None:
+        raise ConfigError(
+            "give a CONFIG file (annot-denoise init-config cfg.yaml) or --resume RUN_DIR"
+        )
+    cfg = load_config(config, overrides)
+    result = train(cfg, device=device, resume=resume is not None, progress=_progress(no_progress))
+    row = result.last
+    out.print(
+        f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.0f} s; "
+        f"best val loss {result.best_val_loss:.5f}"
+        + (f", val PSNR {row['val_psnr']:.2f} dB" if "val_psnr" in row else "")
+    )
+    out.print(f"checkpoints: {result.run_dir / 'best.pt'}, {result.run_dir / 'last.pt'}")
+    if result.skipped:
+        console.print(f"[yellow]{len(result.skipped)} pairs were unreadable and skipped[/yellow]")
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="Folder laid out like synth's output.")],
+    model: Annotated[Path, typer.Option(help="Checkpoint from train (best.pt).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("eval"),
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 4,
+    device: Device = "auto",
+    no_progress: NoProgress = False,
+) -> None:
+    """Score the model against identity and Telea inpainting on ground-truth pairs."""
+    from annot_denoise.evaluate import evaluate
+
+    restorer, _ = _restorer(model, device)
+    report = evaluate(
+        data_dir,
+        restorer,
+        out_dir,
+        batch_size=batch_size,
+        progress=_progress(no_progress),
+        meta={"model_path": str(model)},
+    )
+    out.print(render_metrics(report.methods))
+    out.print(
+        f"report: {out_dir / 'report.json'}, {out_dir / 'per_image.csv'}, "
+        f"{out_dir / 'contact_sheet.png'}"
+    )
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("clean")
+@friendly
+def clean_cmd(
+    inputs: Annotated[Path, typer.Argument(help="Image file or folder (searched recursively).")],
+    model: Annotated[Path, typer.Option(help="Checkpoint from train (best.pt).")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder; mirrors the input tree.")
+    ] = Path("cleaned"),
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 4,
+    workers: Annotated[int, typer.Option(min=1, help="Threads for reading and writing.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
+    device: Device = "auto",
+    no_progress: NoProgress = False,
+) -> None:
+    """Remove annotations from every image under INPUTS, writing the same formats to -o."""
+    from annot_denoise.clean import clean
+
+    restorer, dev = _restorer(model, device)
+    report = clean(
+        inputs,
+        out_dir,
+        restorer,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        workers=workers,
+        progress=_progress(no_progress),
+        meta={"model": str(model), "device": str(dev)},
+    )
+    out.print(
+        f"processed {report.processed}, skipped {report.skipped} (already done), "
+        f"failed {len(report.failed)} in {report.seconds:.1f} s -> {out_dir}"
+    )
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("demo")
+@friendly
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")] = Path(
+        "demo"
+    ),
+    minutes: Annotated[float, typer.Option(min=0.1, help="Training time budget.")] = 2.0,
+    device: Device = "auto",
+    no_progress: NoProgress = False,
+) -> None:
+    """End to end on phantom scans: synth, train, eval, clean. Needs no data."""
+    from annot_denoise.demo import run_demo
+
+    result = run_demo(out_dir, minutes=minutes, device=device, progress=_progress(no_progress))
+    out.print(render_metrics(result.metrics))
+    out.print(f"demo finished in {result.seconds:.0f} s")
+    for label, path in result.paths.items():
+        out.print(f"{label}: {path}")
+
+
+def render_metrics(methods: dict[str, dict[str, float]]) -> Table:
+    table = Table(
+        "method",
+        "PSNR dB",
+        "SSIM",
+        "PSNR in mask dB",
+        "change outside mask",
+        title="mean over images (higher is better; change outside: 0 is best)",
+    )
+    for name, m in methods.items():
+        table.add_row(
+            name,
+            f"{m['psnr']:.2f}",
+            f"{m['ssim']:.4f}",
+            f"{m['psnr_mask']:.2f}",
+            f"{m['change_outside']:.3f}",
+        )
+    return table
+
+
+def main() -> None:
+    app()

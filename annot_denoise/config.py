@@ -1,0 +1,178 @@
+"""Typed configuration: one strict pydantic model per job, YAML plus ``--set`` overrides.
+
+``load_config(path, overrides)`` reads YAML into a dict, applies ``key.sub=value``
+overrides, then validates once. Any unknown key, wrong type or out-of-range value
+raises :class:`ConfigError` whose message names the key and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ArchName = Literal["autoencoder", "unet"]
+
+
+class ConfigError(Exception):
+    """A configuration problem the user can fix; the message says where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    root: Path = Field(
+        Path("data/synth"),
+        description="folder with clean/ and annotated/ (and optional masks/), as `synth` writes",
+    )
+    val_split: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of scans held out")
+    size: tuple[int, int] = Field(
+        (336, 544), description="[height, width] every pair is resized to for training"
+    )
+    channels: Literal[1, 3] = Field(3, description="1 = grey network, 3 = RGB network")
+    cache: bool = Field(True, description="keep decoded, resized pairs in memory after epoch 1")
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 16:
+            raise ValueError("both sides must be at least 16 pixels")
+        return value
+
+
+class ModelConfig(_Strict):
+    arch: ArchName = Field("unet", description="architecture: unet (skips) or autoencoder")
+    width: int = Field(32, ge=4, le=512, description="channels at the first level")
+    depth: int = Field(4, ge=1, le=7, description="number of 2x down-samplings")
+
+
+class LossConfig(_Strict):
+    alpha: float = Field(60.0, gt=0, description="weight of annotated pixels")
+    beta: float = Field(1.0, ge=0, description="weight of all other pixels")
+    ssim_weight: float = Field(0.0, ge=0, description="weight of a (1 - SSIM) term; 0 = off")
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adamw"] = Field("adamw", description="sgd (with momentum) or adamw")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0, description="decoupled weight decay")
+    scheduler: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine decay to 1% of lr after warm-up, or constant"
+    )
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up steps")
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 = no clipping")
+
+
+class TrainLoopConfig(_Strict):
+    epochs: int = Field(30, gt=0, description="passes over the training set")
+    batch_size: int = Field(8, gt=0, description="pairs per step")
+    seed: int = Field(0, ge=0, description="seed for the split, initialisation and shuffling")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes (0 = main process)")
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported)")
+    max_steps: int | None = Field(None, gt=0, description="stop after this many steps")
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop at the first epoch end past this wall time"
+    )
+    samples: int = Field(4, ge=0, description="validation triplets saved to samples/ each epoch")
+
+
+class OutputConfig(_Strict):
+    dir: Path = Field(Path("runs/exp"), description="run folder: checkpoints, logs, samples")
+    tensorboard: bool = Field(True, description="write TensorBoard event files")
+
+
+class TrainConfig(_Strict):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainLoopConfig = TrainLoopConfig()
+    output: OutputConfig = OutputConfig()
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read ``path`` (or the defaults when None), apply overrides, validate."""
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for item in overrides or []:
+        apply_override(raw, item)
+    return validate_config(raw, source)
+
+
+def validate_config(raw: dict[str, Any], source: str = "<config>") -> TrainConfig:
+    """Validate a plain dict, turning pydantic's report into one readable message."""
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `annot-denoise init-config` lists all keys)"
+        elif "input" in err and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: cannot parse the value ({exc})") from None
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """YAML text of a validated config (paths as strings)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def commented_defaults() -> str:
+    """The complete default training config as YAML with one comment per key."""
+    lines = [
+        "# annot-denoise training config: every key, with its default.",
+        "# Validate and run with: annot-denoise train THIS_FILE [--set section.key=value ...]",
+        "# Relative paths are taken from the folder you run the command in.",
+    ]
+    defaults = TrainConfig()
+    for section in TrainConfig.model_fields:
+        lines.append("")
+        lines.append(f"{section}:")
+        model = getattr(defaults, section)
+        for name, info in type(model).model_fields.items():
+            value = yaml.safe_dump(model.model_dump(mode="json")[name], default_flow_style=True)
+            value = value.strip().removesuffix("...").strip()
+            lines.append(f"{f'  {name}: {value}':<34} # {info.description}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,212 @@
+"""Paired datasets: annotated scans and their clean originals, matched by name.
+
+A dataset folder holds ``clean/``, ``annotated/`` and optionally ``masks/`` with
+identical relative file names (what ``synth`` writes). The annotation mask comes
+from ``masks/`` when present, else from the pixels where annotated != clean.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from annot_denoise.io import ImageReadError, list_images, read_image, to_float, to_grey, to_rgb
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(Exception):
+    """A dataset folder the user must fix before anything can run."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str  # relative POSIX path, identical under clean/, annotated/ and masks/
+    clean: Path
+    annotated: Path
+    mask: Path | None
+    group: str  # scans from one source share a group, so a split never separates them
+
+
+def find_pairs(root: Path) -> list[Pair]:
+    """Match ``root/clean`` and ``root/annotated`` by relative name; raise on any mismatch."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
+    names = {}
+    for sub in ("clean", "annotated"):
+        folder = root / sub
+        if not folder.is_dir():
+            raise DatasetError(f"{root}: no {sub}/ folder (expected clean/ and annotated/)")
+        names[sub] = {p.relative_to(folder).as_posix() for p in list_images(folder)}
+        if not names[sub]:
+            raise DatasetError(f"{folder}: no images found")
+    only_clean = sorted(names["clean"] - names["annotated"])
+    only_annot = sorted(names["annotated"] - names["clean"])
+    if only_clean or only_annot:
+        lines = [f"{root}: {len(only_clean) + len(only_annot)} files have no partner"]
+        for label, items in (("clean/", only_clean), ("annotated/", only_annot)):
+            if items:
+                shown = ", ".join(items[:10]) + (", ..." if len(items) > 10 else "")
+                lines.append(f"  only in {label} ({len(items)}): {shown}")
+        raise DatasetError("\n".join(lines))
+    groups = _manifest_groups(root / "manifest.jsonl")
+    pairs = []
+    for name in sorted(names["clean"]):
+        mask = root / "masks" / name
+        pairs.append(
+            Pair(
+                name=name,
+                clean=root / "clean" / name,
+                annotated=root / "annotated" / name,
+                mask=mask if mask.is_file() else None,
+                group=groups.get(name, name),
+            )
+        )
+    return pairs
+
+
+def split_pairs(pairs: Sequence[Pair], val_split: float, seed: int) -> tuple[list, list]:
+    """Deterministic train/validation split by group (stable when files are added)."""
+    if val_split <= 0 or len(pairs) < 2:
+        return list(pairs), []
+    groups = sorted({p.group for p in pairs}, key=lambda g: zlib.crc32(f"{seed}:{g}".encode()))
+    n_val = min(max(1, round(len(groups) * val_split)), len(groups) - 1)
+    val_groups = set(groups[:n_val])
+    train = [p for p in pairs if p.group not in val_groups]
+    val = [p for p in pairs if p.group in val_groups]
+    return train, val
+
+
+def check_pairs(pairs: Sequence[Pair]) -> tuple[list[Pair], list[str]]:
+    """Read headers only; return usable pairs and one error line per broken pair."""
+    good, errors = [], []
+    for pair in pairs:
+        try:
+            sizes = {_header_size(p) for p in (pair.clean, pair.annotated, pair.mask) if p}
+            if len(sizes) > 1:
+                raise ImageReadError(pair.annotated, f"sizes differ between partners: {sizes}")
+            good.append(pair)
+        except ImageReadError as exc:
+            errors.append(str(exc))
+    return good, errors
+
+
+def load_pair(pair: Pair, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one pair: (annotated, clean) HxWxC in the file's dtype, mask bool HxW."""
+    clean_raw, annot_raw = read_image(pair.clean), read_image(pair.annotated)
+    if clean_raw.shape[:2] != annot_raw.shape[:2]:
+        raise ImageReadError(pair.annotated, "size differs from its clean partner")
+    if pair.mask is not None:
+        mask = to_grey(read_image(pair.mask)) > 0
+        if mask.shape != clean_raw.shape[:2]:
+            raise ImageReadError(pair.mask, "mask size differs from its image")
+    else:
+        mask = annotation_mask(annot_raw, clean_raw)
+    convert = to_rgb if channels == 3 else to_grey
+    clean, annot = convert(clean_raw), convert(annot_raw)
+    if clean.ndim == 2:
+        clean, annot = clean[..., None], annot[..., None]
+    return annot, clean, mask
+
+
+def annotation_mask(annotated: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """Pixels where any channel differs (alpha ignored)."""
+    a, c = to_rgb(annotated), to_rgb(clean)
+    return np.any(a != c, axis=2)
+
+
+def resize_pair(
+    annot: np.ndarray, clean: np.ndarray, mask: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resize to (height, width); a mask pixel stays set if any annotation covers it."""
+    h, w = size
+    if annot.shape[:2] == (h, w):
+        return annot, clean, mask
+    shrink = h * w < annot.shape[0] * annot.shape[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+
+    def rs(x: np.ndarray) -> np.ndarray:
+        y = cv2.resize(x, (w, h), interpolation=interp)
+        return y[..., None] if y.ndim == 2 else y
+
+    coverage = cv2.resize(mask.astype(np.float32), (w, h), interpolation=interp)
+    return rs(annot), rs(clean), coverage > 1e-3
+
+
+def to_chw(image: np.ndarray) -> torch.Tensor:
+    """HxWxC float array -> CxHxW tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class PairedDataset(Dataset):
+    """Resized pairs as tensors: ``annotated``, ``clean`` (CxHxW), ``mask`` (1xHxW)."""
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        *,
+        size: tuple[int, int],
+        channels: int,
+        cache: bool = True,
+        workers: int = 4,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.size = tuple(size)
+        self.channels = channels
+        self._cache: list | None = None
+        if cache and self.pairs:
+            # Decode once, in threads (OpenCV and Pillow release the GIL), and keep
+            # the file's integer dtype at the training size so epochs cost no I/O.
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                self._cache = list(pool.map(self._load, range(len(self.pairs))))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        annot, clean, mask = load_pair(self.pairs[index], self.channels)
+        return resize_pair(annot, clean, mask, self.size)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        annot, clean, mask = self._cache[index] if self._cache is not None else self._load(index)
+        return {
+            "annotated": to_chw(to_float(annot)),
+            "clean": to_chw(to_float(clean)),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+        }
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file") from None
+    except Exception as exc:  # Pillow raises many types for junk; the reason is what matters
+        raise ImageReadError(path, f"not a readable image ({type(exc).__name__})") from None
+
+
+def _manifest_groups(path: Path) -> dict[str, str]:
+    """Output name -> source scan, from synth's manifest, so copies split together."""
+    if not path.is_file():
+        return {}
+    groups = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            groups[row["output"]] = row["source"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return groups

@@ -1,0 +1,301 @@
+"""Read and write scans without losing bit depth, channels or data.
+
+Every command goes through these functions, so they are the one place that
+decides what a supported image is. Images live in memory as numpy arrays:
+``HxW`` (grey), ``HxWx2`` (grey + alpha), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA),
+dtype ``uint8`` or ``uint16``. A file that cannot be read raises
+:class:`ImageReadError`, whose message is one line naming the file and the reason.
+Writes are atomic: a temporary file in the destination folder, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+# Large enough for a 12000x12000 scan, small enough that a forged header cannot
+# make us allocate tens of gigabytes (a decompression bomb).
+MAX_PIXELS = 150_000_000
+JPEG_QUALITY = 95
+PNG_COMPRESSION = 3
+
+# Pillow's own bomb check warns at ~89 Mpx; ours is the one that decides.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageReadError(Exception):
+    """A file that is not a readable, supported image."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def list_images(root: Path) -> list[Path]:
+    """Return the supported image files under ``root`` (recursive), sorted.
+
+    ``root`` may also be a single file, returned as is whatever its suffix, so
+    that the reader can say what is wrong with it. Hidden files and folders
+    (names starting with ".", such as our own temporary files and macOS "._"
+    files) are skipped.
+    """
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            found.append(Path(dirpath) / name)
+    return sorted(found)
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Decode ``path`` into a ``uint8``/``uint16`` array, keeping channels and depth."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a folder, not an image") from None
+    except FileNotFoundError:
+        reason = "broken symbolic link" if path.is_symlink() else "no such file"
+        raise ImageReadError(path, reason) from None
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read ({exc.strerror or exc})") from None
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes; ``path`` is only used in error messages."""
+    if not data:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    if _is_png_16bit_color(data):
+        # Pillow reduces 16-bit colour PNGs to 8 bits; OpenCV keeps all 16.
+        return _decode_with_opencv(data, path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                _check_size(img.width, img.height, path)
+                img.load()
+                return _pil_to_array(img, path)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image in a supported format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).split("\n")[0] or type(exc).__name__
+        if "truncated" in reason or "broken data stream" in reason:
+            reason = f"truncated or corrupt image data ({reason})"
+        raise ImageReadError(path, reason) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(path, f"image too large ({exc})") from None
+
+
+def write_image(path: Path | str, image: np.ndarray) -> None:
+    """Encode ``image`` in the format named by ``path``'s suffix, atomically.
+
+    PNG and TIFF keep 8 or 16 bits; JPEG is written at quality 95 and refuses
+    16-bit data rather than silently dropping bits.
+    """
+    path = Path(path)
+    atomic_write_bytes(path, encode_image(image, path.suffix))
+
+
+def encode_image(image: np.ndarray, suffix: str) -> bytes:
+    """Encode ``image`` to the bytes of a ``suffix`` file (".png", ".jpg", ...)."""
+    suffix = suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"cannot write {suffix!r} files; choose one of {IMAGE_SUFFIXES}")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"cannot write {image.dtype} images; expected uint8 or uint16")
+    if image.dtype == np.uint16 and suffix in (".jpg", ".jpeg", ".bmp", ".webp"):
+        raise ValueError(f"{suffix} cannot hold 16-bit data; write .png or .tif instead")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 2:
+        # OpenCV has no grey+alpha layout; Pillow writes LA for PNG (8-bit only).
+        return _encode_grey_alpha(image, suffix)
+    params: list[int] = []
+    if suffix in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+        if channels == 4:
+            raise ValueError("JPEG cannot hold an alpha channel; write .png instead")
+    elif suffix == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
+    elif suffix == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101]  # >100 means lossless
+    bgr = _rgb_to_bgr(image)
+    ok, buf = cv2.imencode(suffix, np.ascontiguousarray(bgr), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
+    return buf.tobytes()
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash never leaves a partial file there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Text flavour of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """Scale by the dtype's range (not the image's maximum) to float32 in [0, 1]."""
+    scale = 65535.0 if image.dtype == np.uint16 else 255.0
+    return image.astype(np.float32) / scale
+
+
+def from_float(image: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
+    """Inverse of :func:`to_float`: clip to [0, 1], scale, round."""
+    scale = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
+    return (np.clip(image, 0.0, 1.0) * scale + 0.5).astype(dtype)
+
+
+def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Separate colour from alpha: (HxW or HxWx3, alpha or None)."""
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        color = image[..., :-1]
+        return (color[..., 0] if color.shape[2] == 1 else color), image[..., -1]
+    return image, None
+
+
+def merge_alpha(color: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Inverse of :func:`split_alpha`."""
+    if alpha is None:
+        return color
+    if color.ndim == 2:
+        color = color[..., None]
+    return np.concatenate([color, alpha[..., None].astype(color.dtype)], axis=2)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Colour part of ``image`` as HxWx3 (grey is repeated, alpha dropped)."""
+    color, _ = split_alpha(image)
+    if color.ndim == 2:
+        return np.repeat(color[..., None], 3, axis=2)
+    return color
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """Colour part of ``image`` as HxW luminance (ITU-R BT.601), same dtype."""
+    color, _ = split_alpha(image)
+    if color.ndim == 2:
+        return color
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    grey = color.astype(np.float32) @ weights
+    return np.clip(grey + 0.5, 0, np.iinfo(image.dtype).max).astype(image.dtype)
+
+
+def describe(image: np.ndarray) -> str:
+    """Short human description, e.g. '544x336 RGB 8-bit'."""
+    h, w = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    mode = {1: "grey", 2: "grey+alpha", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}-channel")
+    return f"{w}x{h} {mode} {8 * image.dtype.itemsize}-bit"
+
+
+def common_root(paths: Iterable[Path]) -> Path:
+    """Deepest folder that contains every path."""
+    return Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _check_size(width: int, height: int, path: Path | str) -> None:
+    if width < 1 or height < 1:
+        raise ImageReadError(path, f"image has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(
+            path,
+            f"image too large: {width}x{height} = {width * height / 1e6:.0f} Mpx "
+            f"(limit {MAX_PIXELS / 1e6:.0f} Mpx; a decompression bomb or a corrupt header)",
+        )
+
+
+def _is_png_16bit_color(data: bytes) -> bool:
+    # IHDR is always the first chunk: bit depth at byte 24, colour type at 25.
+    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    return data[24] == 16 and data[25] in (2, 6)
+
+
+def _decode_with_opencv(data: bytes, path: Path | str) -> np.ndarray:
+    width, height = struct.unpack(">II", data[16:24])
+    _check_size(width, height, path)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageReadError(path, "truncated or corrupt image data")
+    return _rgb_to_bgr(image)  # the swap is its own inverse
+
+
+def _pil_to_array(img: Image.Image, path: Path | str) -> np.ndarray:
+    if img.format == "JPEG" or img.format == "MPO":
+        # Scanners and phones store rotation in EXIF; apply it like every viewer does.
+        img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode == "1":
+        return np.asarray(img, dtype=np.uint8) * 255
+    if mode == "P" or mode == "PA":
+        has_alpha = "transparency" in img.info or mode == "PA"
+        img, mode = (img.convert("RGBA"), "RGBA") if has_alpha else (img.convert("RGB"), "RGB")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img, mode = img.convert("RGB"), "RGB"
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return np.array(img, dtype=np.uint8)
+    if mode == "RGBa" or mode == "La":
+        return np.array(img.convert(mode.upper()), dtype=np.uint8)
+    if mode.startswith("I;16"):
+        return np.array(img).astype(np.uint16)
+    if mode == "I":
+        arr = np.array(img)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ImageReadError(path, "32-bit integer image with values outside 0..65535")
+        return arr.astype(np.uint16)
+    if mode == "F":
+        raise ImageReadError(path, "floating-point images are not supported; convert to 16-bit")
+    raise ImageReadError(path, f"unsupported image mode {mode!r}")
+
+
+def _rgb_to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image[..., ::-1]
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[..., [2, 1, 0, 3]]
+    return image
+
+
+def _encode_grey_alpha(image: np.ndarray, suffix: str) -> bytes:
+    if suffix != ".png" or image.dtype != np.uint8:
+        raise ValueError("grey+alpha images can only be written as 8-bit .png")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image), mode="LA").save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,388 @@
+"""Training: one readable loop that maps annotated scans to clean ones.
+
+``train(cfg)`` wires data, model and optimiser together and runs epochs of
+``train_one_epoch`` and ``validate``. Everything a run produces lands in
+``output.dir``: the resolved config, ``last.pt``/``best.pt``, ``metrics.jsonl``,
+TensorBoard events and ``samples/``. ``resume=True`` continues from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
+from annot_denoise.config import TrainConfig, dump_config
+from annot_denoise.data import DatasetError, PairedDataset, check_pairs, find_pairs, split_pairs
+from annot_denoise.io import atomic_write_text, from_float, write_image
+from annot_denoise.losses import restoration_loss
+from annot_denoise.models import build_model
+from annot_denoise.progress import Progress
+from annot_denoise.runtime import (
+    amp_dtype,
+    autocast,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(Exception):
+    """Training cannot go on (diverged, nothing to train on, run folder clash)."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    epochs: int
+    steps: int
+    best_val_loss: float
+    last: dict = field(default_factory=dict)  # the final metrics.jsonl row
+    skipped: list[str] = field(default_factory=list)  # one error line per unusable pair
+    seconds: float = 0.0
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Train the configured model; see the module docstring for what is written."""
+    progress = progress or Progress()
+    dev = resolve_device(device)
+    run_dir = Path(cfg.output.dir)
+    ckpt = _prepare_run_dir(run_dir, resume)
+    seed_everything(cfg.train.seed)
+
+    pairs, skipped = check_pairs(find_pairs(cfg.data.root))
+    for line in skipped:
+        log.error("skipping pair: %s", line)
+    if not pairs:
+        raise DatasetError(f"{cfg.data.root}: no usable pairs left to train on")
+    train_pairs, val_pairs = split_pairs(pairs, cfg.data.val_split, cfg.train.seed)
+    log.info(
+        "%d training pairs, %d validation pairs, device %s", len(train_pairs), len(val_pairs), dev
+    )
+    kw = dict(size=cfg.data.size, channels=cfg.data.channels, cache=cfg.data.cache)
+    train_ds, val_ds = PairedDataset(train_pairs, **kw), PairedDataset(val_pairs, **kw)
+    shuffle = torch.Generator()
+    loader = DataLoader(
+        train_ds,
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        drop_last=len(train_ds) > cfg.train.batch_size,
+        num_workers=cfg.train.workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=cfg.train.workers > 0,
+        generator=shuffle,
+    )
+    val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, num_workers=0)
+
+    arch = {
+        "name": cfg.model.arch,
+        "kwargs": {
+            "in_channels": cfg.data.channels,
+            "width": cfg.model.width,
+            "depth": cfg.model.depth,
+        },
+    }
+    model = build_model(arch["name"], **arch["kwargs"]).to(dev, memory_format=torch.channels_last)
+    optimizer = _make_optimizer(model, cfg)
+    # A one-element list so a wall-time budget can shorten the schedule after epoch 1.
+    horizon = [cfg.train.max_steps or cfg.train.epochs * len(loader)]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, horizon))
+    dtype = amp_dtype(dev, cfg.train.amp)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+
+    start_epoch, step, best = 0, 0, math.inf
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_loss"]
+        _truncate_metrics(run_dir / "metrics.jsonl", ckpt["epoch"])
+        log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    writer = _tensorboard(run_dir, cfg.output.tensorboard)
+
+    started, row, epoch, ckpt_step = time.perf_counter(), {}, start_epoch - 1, step
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if step >= horizon[0]:
+            break
+        # Re-seeding per epoch makes a resumed run shuffle exactly like an uninterrupted one.
+        shuffle.manual_seed(cfg.train.seed * 100_003 + epoch)
+        t0 = time.perf_counter()
+        with progress.task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(loader)) as bar:
+            train_loss, samples, step = train_one_epoch(
+                model,
+                loader,
+                optimizer,
+                scheduler,
+                scaler,
+                cfg,
+                dev,
+                dtype,
+                step,
+                horizon[0],
+                bar=bar,
+                writer=writer,
+            )
+        seconds = time.perf_counter() - t0
+        if cfg.train.max_minutes and epoch == start_epoch:
+            # Fit the cosine schedule to the wall-time budget, measured on this epoch.
+            per_step = (time.perf_counter() - started) / max(step - ckpt_step, 1)
+            fit = step + int(
+                (cfg.train.max_minutes * 60 - (time.perf_counter() - started)) / per_step
+            )
+            horizon[0] = max(step + 1, min(horizon[0], fit))
+        val = validate(model, val_loader, cfg, dev, dtype) if len(val_ds) else {}
+        val_loss = val.get("val_loss", train_loss)
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": train_loss,
+            **{k: v for k, v in val.items() if k != "samples"},
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(seconds, 3),
+            "samples_per_s": round(samples / max(seconds, 1e-9), 2),
+        }
+        improved = val_loss < best
+        best = min(best, val_loss)
+        state = {
+            "arch": arch,
+            "data": {"channels": cfg.data.channels, "size": list(cfg.data.size)},
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "rng": rng_state(),
+            "best_val_loss": best,
+            "metrics": row,
+            "config": cfg.model_dump(mode="json"),
+        }
+        save_checkpoint(run_dir / "last.pt", state)
+        if improved:
+            save_checkpoint(run_dir / "best.pt", state)
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        _log_epoch(writer, row, val.get("samples"), run_dir, epoch)
+        log.info(
+            "epoch %d: train loss %.5f, val loss %.5f, val PSNR %.2f dB",
+            epoch + 1,
+            train_loss,
+            val_loss,
+            val.get("val_psnr", float("nan")),
+        )
+    if writer is not None:
+        writer.close()
+    return RunResult(
+        run_dir=run_dir,
+        epochs=epoch + 1,
+        steps=step,
+        best_val_loss=best,
+        last=row,
+        skipped=skipped,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    cfg: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    step: int,
+    total_steps: int,
+    *,
+    bar=None,
+    writer=None,
+) -> tuple[float, int, int]:
+    """One pass over ``loader``; returns (mean loss, samples seen, global step)."""
+    model.train()
+    total, seen = torch.zeros((), device=device), 0
+    for batch in loader:
+        if step >= total_steps:
+            break
+        x, y, m = _to_device(batch, device)
+        with autocast(device, dtype):
+            pred = model(x)
+        loss = restoration_loss(
+            pred, y, m, alpha=cfg.loss.alpha, beta=cfg.loss.beta, ssim_weight=cfg.loss.ssim_weight
+        )
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at step {step + 1}; stopped. The last good weights are "
+                f"in {cfg.output.dir}/last.pt (lower optim.lr or check the data)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.optim.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        loss = loss.detach()
+        total += loss * x.shape[0]
+        seen += x.shape[0]
+        if bar is not None:
+            bar.advance(1, loss=float(loss))
+        if writer is not None and step % 10 == 0:
+            writer.add_scalar("loss/train_step", float(loss), step)
+    return float(total) / max(seen, 1), seen, step
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, dtype
+) -> dict:
+    """Validation loss, PSNR over the image and inside the mask, and sample triplets."""
+    model.eval()
+    losses, psnrs, mask_psnrs, samples = [], [], [], []
+    for batch in loader:
+        x, y, m = _to_device(batch, device)
+        with autocast(device, dtype):
+            pred = model(x)
+        pred = pred.float().clamp(0, 1)
+        losses.append(
+            float(
+                restoration_loss(
+                    pred,
+                    y,
+                    m,
+                    alpha=cfg.loss.alpha,
+                    beta=cfg.loss.beta,
+                    ssim_weight=cfg.loss.ssim_weight,
+                )
+            )
+            * x.shape[0]
+        )
+        err = (pred - y).square().mean(dim=1)  # B x H x W
+        psnrs += (-10 * torch.log10(err.flatten(1).mean(1).clamp_min(1e-10))).tolist()
+        inside = m[:, 0] > 0
+        for e, k in zip(err, inside):
+            if k.any():
+                mask_psnrs.append(float(-10 * torch.log10(e[k].mean().clamp_min(1e-10))))
+        if len(samples) < cfg.train.samples:
+            for i in range(min(x.shape[0], cfg.train.samples - len(samples))):
+                samples.append(torch.cat([x[i], pred[i], y[i]], dim=2).float().cpu())
+    n = len(loader.dataset)
+    return {
+        "val_loss": sum(losses) / n,
+        "val_psnr": float(np.mean(psnrs)),
+        "val_psnr_mask": float(np.mean(mask_psnrs)) if mask_psnrs else float("nan"),
+        "samples": samples,
+    }
+
+
+def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True, memory_format=torch.channels_last)
+
+    return (
+        move(batch["annotated"]),
+        move(batch["clean"]),
+        batch["mask"].to(device, non_blocking=True),
+    )
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _lr_lambda(cfg: TrainConfig, horizon: list[int]):
+    cosine = cfg.optim.scheduler == "cosine"
+
+    def factor(step: int) -> float:
+        total = horizon[0]
+        warmup = min(cfg.optim.warmup_steps, max(total // 10, 1))
+        if step < warmup:
+            return (step + 1) / warmup
+        if not cosine:
+            return 1.0
+        t = min(1.0, (step - warmup) / max(total - warmup, 1))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> dict | None:
+    last = run_dir / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise TrainingError(f"{run_dir}: nothing to resume (no last.pt)")
+        return load_checkpoint(last)
+    if last.exists() or (run_dir / "metrics.jsonl").exists():
+        raise TrainingError(
+            f"{run_dir}: already holds a run; pass --resume {run_dir} to continue it, "
+            f"or choose another folder with --set output.dir=..."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Drop rows written after the checkpoint we resume from (a kill between the two writes)."""
+    if not path.is_file():
+        return
+    rows = [r for r in path.read_text(encoding="utf-8").splitlines() if r.strip()]
+    kept = [r for r in rows if json.loads(r).get("epoch", 0) <= last_epoch + 1]
+    atomic_write_text(path, "".join(r + "\n" for r in kept))
+
+
+def _tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _log_epoch(writer, row: dict, samples: list | None, run_dir: Path, epoch: int) -> None:
+    if samples:
+        # One PNG per epoch: rows of annotated | output | clean.
+        grid = torch.cat(samples, dim=1).permute(1, 2, 0).numpy()
+        write_image(
+            run_dir / "samples" / f"epoch_{epoch + 1:03d}.png", from_float(grid.squeeze(), np.uint8)
+        )
+        if writer is not None:
+            writer.add_image("val/annotated|output|clean", torch.cat(samples, dim=1), epoch + 1)
+    if writer is None:
+        return
+    for key in ("train_loss", "val_loss"):
+        if key in row:
+            writer.add_scalar(f"loss/{key.removesuffix('_loss')}", row[key], epoch + 1)
+    for key in ("val_psnr", "val_psnr_mask"):
+        if key in row and math.isfinite(row[key]):
+            writer.add_scalar(f"psnr/{key.removeprefix('val_')}", row[key], epoch + 1)
+    writer.add_scalar("lr", row["lr"], epoch + 1)
+    writer.add_scalar("samples_per_s", row["samples_per_s"], epoch + 1)
+    writer.flush()
