@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 ArchName = Literal["autoencoder", "unet"]
 
@@ -22,6 +29,14 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1; a YAML "yes" for epochs is a mistake.
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError("expected a number, not true/false")
+        return value
 
 
 class DataConfig(_Strict):
@@ -48,6 +63,9 @@ class ModelConfig(_Strict):
     arch: ArchName = Field("unet", description="architecture: unet (skips) or autoencoder")
     width: int = Field(32, ge=4, le=512, description="channels at the first level")
     depth: int = Field(4, ge=1, le=7, description="number of 2x down-samplings")
+    norm: Literal["batch", "group", "none"] = Field(
+        "batch", description="normalisation after each convolution"
+    )
 
 
 class LossConfig(_Strict):
@@ -104,35 +122,49 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainC
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        # A section whose keys are all commented out parses as None: it means "defaults".
+        raw = {k: ({} if v is None else v) for k, v in raw.items()}
     for item in overrides or []:
         apply_override(raw, item)
-    return validate_config(raw, source)
+    keys = [item.partition("=")[0].strip() for item in overrides or []]
+    return validate_config(raw, source, override_keys=keys)
 
 
-def validate_config(raw: dict[str, Any], source: str = "<config>") -> TrainConfig:
+def validate_config(
+    raw: dict[str, Any], source: str = "<config>", override_keys: list[str] | None = None
+) -> TrainConfig:
     """Validate a plain dict, turning pydantic's report into one readable message."""
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, override_keys or [])) from None
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(
+    exc: ValidationError, source: str, override_keys: list[str] | None = None
+) -> str:
+    """One line per problem: where the value came from, the key, what is wrong."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        from_override = any(
+            k == key or k.startswith(key + ".") or key.startswith(k + ".")
+            for k in override_keys or []
+        )
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `annot-denoise init-config` lists all keys)"
         elif "input" in err and not isinstance(err["input"], dict):
             msg = f"{msg} (got {err['input']!r})"
-        lines.append(f"{source}: {key}: {msg}")
+        lines.append(f"--set {key}: {msg}" if from_override else f"{source}: {key}: {msg}")
     return "\n".join(lines)
 
 
@@ -151,7 +183,16 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     try:
         node[parts[-1]] = yaml.safe_load(value)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: cannot parse the value ({exc})") from None
+        raise ConfigError(
+            f"--set {item!r}: cannot parse the value ({_yaml_problem(exc)})"
+        ) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: what and where."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def dump_config(cfg: BaseModel) -> str:

@@ -44,11 +44,12 @@ def find_pairs(root: Path) -> list[Pair]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
+    for sub in ("clean", "annotated"):
+        if not (root / sub).is_dir():
+            raise DatasetError(f"{root}: no {sub}/ folder (expected clean/ and annotated/)")
     names = {}
     for sub in ("clean", "annotated"):
         folder = root / sub
-        if not folder.is_dir():
-            raise DatasetError(f"{root}: no {sub}/ folder (expected clean/ and annotated/)")
         names[sub] = {p.relative_to(folder).as_posix() for p in list_images(folder)}
         if not names[sub]:
             raise DatasetError(f"{folder}: no images found")

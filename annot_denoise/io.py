@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import struct
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,7 +51,7 @@ def list_images(root: Path) -> list[Path]:
     files) are skipped.
     """
     root = Path(root)
-    if root.is_file():
+    if root.is_file() or root.is_symlink():
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such file or folder")
@@ -94,6 +94,13 @@ def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 _check_size(img.width, img.height, path)
+                if (
+                    img.format == "TIFF"
+                    and img.mode in ("RGB", "RGBA")
+                    and (max(img.tag_v2.get(258, (8,))) > 8)
+                ):
+                    # Pillow reduces 16-bit colour TIFF to 8 bits too.
+                    return _opencv_decode(data, path)
                 img.load()
                 return _pil_to_array(img, path)
     except ImageReadError:
@@ -102,7 +109,8 @@ def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
         raise ImageReadError(path, "not an image in a supported format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
-        if "truncated" in reason or "broken data stream" in reason:
+        lowered = reason.lower()
+        if any(k in lowered for k in ("truncated", "broken data stream", "decoder", "decode")):
             reason = f"truncated or corrupt image data ({reason})"
         raise ImageReadError(path, reason) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -140,7 +148,10 @@ def encode_image(image: np.ndarray, suffix: str) -> bytes:
     elif suffix == ".png":
         params = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
     elif suffix == ".webp":
-        params = [cv2.IMWRITE_WEBP_QUALITY, 101]  # >100 means lossless
+        # OpenCV before 4.12 cannot ask libwebp to keep the colour under alpha == 0.
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buf, "WEBP", lossless=True, exact=True)
+        return buf.getvalue()
     bgr = _rgb_to_bgr(image)
     ok, buf = cv2.imencode(suffix, np.ascontiguousarray(bgr), params)
     if not ok:
@@ -152,7 +163,9 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash never leaves a partial file there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # os.open with 0o666 honours the umask; mkstemp would leave the file 0600.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -245,12 +258,18 @@ def _is_png_16bit_color(data: bytes) -> bool:
     # IHDR is always the first chunk: bit depth at byte 24, colour type at 25.
     if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n":
         return False
-    return data[24] == 16 and data[25] in (2, 6)
+    return data[24] == 16 and data[25] in (2, 4, 6)
 
 
 def _decode_with_opencv(data: bytes, path: Path | str) -> np.ndarray:
     width, height = struct.unpack(">II", data[16:24])
     _check_size(width, height, path)
+    image = _opencv_decode(data, path)
+    # OpenCV has no grey+alpha layout: it repeats grey into B, G and R.
+    return image[..., [0, 3]] if data[25] == 4 else image
+
+
+def _opencv_decode(data: bytes, path: Path | str) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(path, "truncated or corrupt image data")

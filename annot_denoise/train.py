@@ -98,6 +98,7 @@ def train(
             "in_channels": cfg.data.channels,
             "width": cfg.model.width,
             "depth": cfg.model.depth,
+            "norm": cfg.model.norm,
         },
     }
     model = build_model(arch["name"], **arch["kwargs"]).to(dev, memory_format=torch.channels_last)

@@ -7,14 +7,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
-    """Two 3x3 convolutions, each followed by batch norm and ReLU."""
+def conv_block(in_ch: int, out_ch: int, norm: str = "batch") -> nn.Sequential:
+    """Two 3x3 convolutions, each followed by normalisation and ReLU."""
+
+    def norm_layer(ch: int) -> nn.Module:
+        if norm == "batch":
+            return nn.BatchNorm2d(ch)
+        if norm == "group":
+            return nn.GroupNorm(min(8, ch), ch)
+        return nn.Identity()
+
+    bias = norm == "none"
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_ch),
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias),
+        norm_layer(out_ch),
         nn.ReLU(inplace=True),
-        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_ch),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=bias),
+        norm_layer(out_ch),
         nn.ReLU(inplace=True),
     )
 

@@ -1,0 +1,96 @@
+"""Pairing, splitting and loading of clean/annotated datasets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annot_denoise.data import (
+    DatasetError,
+    PairedDataset,
+    check_pairs,
+    find_pairs,
+    split_pairs,
+)
+from annot_denoise.io import write_image
+
+
+def test_pairs_masks_and_groups(synth_dir: Path) -> None:
+    pairs = find_pairs(synth_dir)
+    assert len(pairs) == 20
+    assert all(p.mask is not None for p in pairs)
+    # Copies of one source share a group, so they never straddle the split.
+    assert pairs[0].group == pairs[1].group == "phantom_0000.png"
+
+
+def test_split_is_deterministic_and_keeps_copies_together(synth_dir: Path) -> None:
+    pairs = find_pairs(synth_dir)
+    train, val = split_pairs(pairs, 0.2, seed=0)
+    assert (train, val) == split_pairs(pairs, 0.2, seed=0)
+    assert len(val) == 4 and len(train) == 16
+    assert not {p.group for p in train} & {p.group for p in val}
+    assert split_pairs(pairs, 0.2, seed=1)[1] != val
+    assert split_pairs(pairs, 0.0, seed=0) == (pairs, [])
+
+
+def test_dataset_tensors(synth_dir: Path) -> None:
+    pairs = find_pairs(synth_dir)[:3]
+    ds = PairedDataset(pairs, size=(48, 64), channels=3)
+    item = ds[0]
+    assert item["annotated"].shape == (3, 48, 64) and item["clean"].shape == (3, 48, 64)
+    assert item["mask"].shape == (1, 48, 64) and item["mask"].max() == 1
+    assert float(item["annotated"].min()) >= 0 and float(item["annotated"].max()) <= 1
+    grey = PairedDataset(pairs, size=(48, 64), channels=1, cache=False)
+    assert grey[0]["annotated"].shape == (1, 48, 64)
+
+
+def test_mask_falls_back_to_pixel_difference(synth_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    for sub in ("clean", "annotated"):
+        shutil.copytree(synth_dir / sub, root / sub)
+    pairs = find_pairs(root)
+    assert pairs[0].mask is None
+    with_masks = PairedDataset(find_pairs(synth_dir)[:2], size=(96, 128), channels=3)
+    without = PairedDataset(pairs[:2], size=(96, 128), channels=3)
+    assert np.array_equal(with_masks[1]["mask"].numpy(), without[1]["mask"].numpy())
+
+
+def _tiny(root: Path, names: list[str], sub: str) -> None:
+    for n in names:
+        write_image(root / sub / n, np.zeros((8, 8), np.uint8))
+
+
+def test_unpaired_names_are_listed(tmp_path: Path) -> None:
+    _tiny(tmp_path, [f"c{i}.png" for i in range(14)] + ["both.png"], "clean")
+    _tiny(tmp_path, ["both.png", "only_a.png"], "annotated")
+    with pytest.raises(DatasetError) as err:
+        find_pairs(tmp_path)
+    text = str(err.value)
+    assert "15 files have no partner" in text
+    assert "only in clean/ (14)" in text and "c0.png" in text and "..." in text
+    assert "only in annotated/ (1): only_a.png" in text
+
+
+def test_missing_and_empty_folders(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        find_pairs(tmp_path / "nope")
+    (tmp_path / "clean").mkdir()
+    with pytest.raises(DatasetError, match="no annotated/ folder"):
+        find_pairs(tmp_path)
+    (tmp_path / "annotated").mkdir()
+    with pytest.raises(DatasetError, match="no images found"):
+        find_pairs(tmp_path)
+
+
+def test_broken_pairs_are_reported_not_fatal(tmp_path: Path) -> None:
+    _tiny(tmp_path, ["a.png", "b.png", "c.png"], "clean")
+    _tiny(tmp_path, ["a.png"], "annotated")
+    (tmp_path / "annotated" / "b.png").write_bytes(b"")
+    write_image(tmp_path / "annotated" / "c.png", np.zeros((9, 8), np.uint8))
+    good, errors = check_pairs(find_pairs(tmp_path))
+    assert [p.name for p in good] == ["a.png"]
+    assert len(errors) == 2
+    assert any("b.png" in e for e in errors) and any("sizes differ" in e for e in errors)

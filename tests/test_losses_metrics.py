@@ -1,0 +1,87 @@
+"""The weighted loss and the image metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from annot_denoise.losses import restoration_loss, weighted_mse
+from annot_denoise.metrics import mask_scores, mean_abs_change, psnr, ssim
+
+
+def test_weighted_mse_matches_the_formula() -> None:
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    mask = (torch.rand(2, 1, 8, 8) > 0.8).float()
+    w = torch.where(mask > 0, 60.0, 1.0).expand_as(pred)
+    expected = (w * (pred - target) ** 2).sum() / w.sum()
+    assert torch.allclose(weighted_mse(pred, target, mask, 60.0, 1.0), expected)
+
+
+def test_alpha_weights_annotated_errors_more() -> None:
+    target = torch.zeros(1, 1, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 0, 0] = 1
+    inside, outside = target.clone(), target.clone()
+    inside[..., 0, 0] = 1
+    outside[..., 3, 3] = 1
+    assert weighted_mse(inside, target, mask, 60, 1) > 10 * weighted_mse(
+        outside, target, mask, 60, 1
+    )
+
+
+def test_beta_zero_ignores_unannotated_pixels() -> None:
+    target, mask = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    mask[..., 0, 0] = 1
+    pred = target.clone()
+    pred[..., 2, 2] = 1
+    assert weighted_mse(pred, target, mask, 60, 0) == 0
+
+
+def test_ssim_term_is_differentiable() -> None:
+    pred = torch.rand(1, 1, 32, 32, requires_grad=True)
+    target, mask = torch.rand(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    loss = restoration_loss(pred, target, mask, alpha=60, beta=1, ssim_weight=0.5)
+    loss.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+    assert loss > weighted_mse(pred, target, mask, 60, 1)
+
+
+def test_psnr() -> None:
+    a = np.zeros((10, 10))
+    b = a.copy()
+    assert psnr(a, b) == math.inf
+    b[:] = 0.1
+    assert psnr(a, b) == pytest.approx(20.0)
+    mask = np.zeros((10, 10), bool)
+    assert math.isnan(psnr(a, b, mask))
+    mask[0, 0] = True
+    b[0, 0] = 0.01
+    assert psnr(a, b, mask) == pytest.approx(40.0)
+
+
+def test_ssim_identical_and_different() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random((32, 32)).astype(np.float32)
+    assert ssim(a, a) == pytest.approx(1.0, abs=1e-5)
+    assert ssim(a, rng.random((32, 32)).astype(np.float32)) < 0.2
+    assert math.isnan(ssim(a[:5, :5], a[:5, :5]))
+
+
+def test_mean_abs_change_in_8bit_levels() -> None:
+    a, b = np.zeros((4, 4)), np.full((4, 4), 2 / 255)
+    region = np.ones((4, 4), bool)
+    assert mean_abs_change(a, b, region) == pytest.approx(2.0)
+
+
+def test_mask_scores() -> None:
+    truth = np.zeros((4, 4), bool)
+    truth[0, :2] = True
+    pred = np.zeros((4, 4), bool)
+    pred[0, 1:3] = True
+    s = mask_scores(pred, truth)
+    assert s["precision"] == 0.5 and s["recall"] == 0.5
+    assert s["f1"] == pytest.approx(0.5) and s["iou"] == pytest.approx(1 / 3)

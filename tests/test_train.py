@@ -1,0 +1,108 @@
+"""Training: outputs, resume, and the errors a user can hit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from annot_denoise.checkpoint import load_checkpoint
+from annot_denoise.config import validate_config
+from annot_denoise.train import TrainingError, train
+
+
+def _cfg(data: Path, out: Path, **train_kw):
+    return validate_config(
+        {
+            "data": {"root": str(data), "size": [48, 64]},
+            "model": {"width": 8, "depth": 2},
+            "optim": {"warmup_steps": 2},
+            "train": {"epochs": 2, "batch_size": 4, "workers": 0, "samples": 2, **train_kw},
+            "output": {"dir": str(out)},
+        }
+    )
+
+
+def test_run_folder_contents(trained_run: Path) -> None:
+    for name in ("config.yaml", "best.pt", "last.pt", "metrics.jsonl"):
+        assert (trained_run / name).is_file(), name
+    rows = [json.loads(x) for x in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_psnr", "lr", "seconds", "samples_per_s"):
+        assert key in rows[0]
+    assert sorted(p.name for p in (trained_run / "samples").iterdir()) == [
+        "epoch_001.png",
+        "epoch_002.png",
+    ]
+    assert any((trained_run / "tensorboard").iterdir())
+    ckpt = load_checkpoint(trained_run / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["arch"]["name"] == "unet"
+    assert ckpt["config"]["model"]["width"] == 8
+
+
+def test_training_reduces_the_loss(synth_dir: Path, tmp_path: Path, device: str) -> None:
+    result = train(_cfg(synth_dir, tmp_path / "r", epochs=6), device=device)
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert result.steps == 6 * 4
+
+
+def test_resume_equals_uninterrupted(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import annot_denoise.train as train_module
+
+    real_validate, calls = train_module.validate, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # killed during epoch 2, after epoch 1's checkpoint
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        train(_cfg(synth_dir, tmp_path / "full", epochs=3), device="cpu")
+        monkeypatch.setattr(train_module, "validate", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(_cfg(synth_dir, tmp_path / "part", epochs=3), device="cpu")
+        monkeypatch.setattr(train_module, "validate", real_validate)
+        assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 0
+        result = train(_cfg(synth_dir, tmp_path / "part", epochs=3), device="cpu", resume=True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert result.epochs == 3
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_existing_run_is_not_overwritten(trained_run: Path, synth_dir: Path) -> None:
+    before = (trained_run / "last.pt").read_bytes()
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(_cfg(synth_dir, trained_run), device="cpu")
+    assert (trained_run / "last.pt").read_bytes() == before
+
+
+def test_resume_without_checkpoint(tmp_path: Path, synth_dir: Path) -> None:
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(_cfg(synth_dir, tmp_path / "empty"), device="cpu", resume=True)
+
+
+def test_max_steps_and_autoencoder_sgd(synth_dir: Path, tmp_path: Path) -> None:
+    cfg = _cfg(synth_dir, tmp_path / "ae", epochs=5, max_steps=3)
+    cfg.model.arch = "autoencoder"
+    cfg.optim.name = "sgd"
+    result = train(cfg, device="cpu")
+    assert result.steps == 3
+    assert load_checkpoint(tmp_path / "ae" / "best.pt")["arch"]["name"] == "autoencoder"
+
+
+def test_nan_loss_stops_with_a_clear_message(synth_dir: Path, tmp_path: Path) -> None:
+    cfg = _cfg(synth_dir, tmp_path / "nan", epochs=2)
+    cfg.optim.lr = 1e30
+    cfg.optim.grad_clip = 0
+    with pytest.raises(TrainingError, match=r"loss became .* at step \d+"):
+        train(cfg, device="cpu")
