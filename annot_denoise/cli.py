@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, ClassVar, Optional
 
 import typer
 from rich.console import Console
@@ -78,7 +78,7 @@ def friendly(fn: Callable) -> Callable:
             for kind, code in _user_errors().items():
                 if isinstance(exc, kind):
                     for line in str(exc).splitlines():
-                        console.print(f"[red]error:[/red] {line}", highlight=False, markup=True)
+                        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
                     raise typer.Exit(code) from None
             raise
 
@@ -101,11 +101,22 @@ def main_options(
     ] = None,
 ) -> None:
     """Remove annotations burned into medical images."""
-    from rich.logging import RichHandler
-
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    logging.basicConfig(level=level, handlers=[_LineHandler()], force=True)
+
+
+class _LineHandler(logging.Handler):
+    """One log record, one line (never wrapped: batch logs are grepped by file name)."""
+
+    PREFIX: ClassVar[dict[int, str]] = {
+        logging.ERROR: "[red]error:[/red] ",
+        logging.WARNING: "[yellow]warning:[/yellow] ",
+    }
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = self.PREFIX.get(record.levelno, "")
+        console.print(prefix, end="", soft_wrap=True)
+        console.print(record.getMessage(), markup=False, highlight=False, soft_wrap=True)
 
 
 def _progress(no_progress: bool):
@@ -226,7 +237,7 @@ def init_config_cmd(
 def train_cmd(
     config: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Argument(help="YAML config (see init-config); optional with --resume."),
+        typer.Argument(help="YAML config (see init-config); without it, the defaults plus --set."),
     ] = None,
     set_: Annotated[
         Optional[list[str]],  # noqa: UP045
@@ -240,7 +251,7 @@ def train_cmd(
     no_progress: NoProgress = False,
 ) -> None:
     """Train a network that maps annotated scans to clean ones."""
-    from annot_denoise.config import ConfigError, load_config
+    from annot_denoise.config import load_config
     from annot_denoise.train import train
 
     overrides = list(set_ or [])
@@ -248,11 +259,7 @@ def train_cmd(
         if config is None:
             config = resume / "config.yaml"
         overrides.append(f"output.dir={resume}")
-    if config is None:
-        raise ConfigError(
-            "give a CONFIG file (annot-denoise init-config cfg.yaml) or --resume RUN_DIR"
-        )
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides)  # no CONFIG: the defaults plus --set
     result = train(cfg, device=device, resume=resume is not None, progress=_progress(no_progress))
     row = result.last
     out.print(

@@ -49,7 +49,9 @@ class DataConfig(_Strict):
         (336, 544), description="[height, width] every pair is resized to for training"
     )
     channels: Literal[1, 3] = Field(3, description="1 = grey network, 3 = RGB network")
-    cache: bool = Field(True, description="keep decoded, resized pairs in memory after epoch 1")
+    cache: bool = Field(
+        True, description="decode and resize every pair once, up front, and keep it in memory"
+    )
 
     @field_validator("size")
     @classmethod
@@ -91,10 +93,12 @@ class TrainLoopConfig(_Strict):
     batch_size: int = Field(8, gt=0, description="pairs per step")
     seed: int = Field(0, ge=0, description="seed for the split, initialisation and shuffling")
     workers: int = Field(2, ge=0, description="DataLoader worker processes (0 = main process)")
-    amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported)")
+    amp: bool = Field(
+        True, description="mixed precision: bf16 (else fp16) on CUDA, bf16 on CPUs that have it"
+    )
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps")
     max_minutes: float | None = Field(
-        None, gt=0, description="stop at the first epoch end past this wall time"
+        None, gt=0, description="wall-time budget; the LR schedule is fitted to it after epoch 1"
     )
     samples: int = Field(4, ge=0, description="validation triplets saved to samples/ each epoch")
 
@@ -217,3 +221,17 @@ def commented_defaults() -> str:
             value = value.strip().removesuffix("...").strip()
             lines.append(f"{f'  {name}: {value}':<34} # {info.description}")
     return "\n".join(lines) + "\n"
+
+
+def reference_markdown() -> str:
+    """The config reference as a Markdown table (docs/config.md is generated from it)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    defaults = TrainConfig()
+    for section in TrainConfig.model_fields:
+        model = getattr(defaults, section)
+        dumped = model.model_dump(mode="json")
+        for name, info in type(model).model_fields.items():
+            value = yaml.safe_dump(dumped[name], default_flow_style=True).strip()
+            value = value.removesuffix("...").strip()
+            rows.append(f"| `{section}.{name}` | `{value}` | {info.description} |")
+    return "\n".join(rows) + "\n"

@@ -119,7 +119,10 @@ def train(
         start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_loss"]
         _truncate_metrics(run_dir / "metrics.jsonl", ckpt["epoch"])
         log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    # Absolute paths, so that --resume works from any folder.
+    saved = cfg.model_copy(deep=True)
+    saved.data.root, saved.output.dir = saved.data.root.resolve(), run_dir.resolve()
+    atomic_write_text(run_dir / "config.yaml", dump_config(saved))
     writer = _tensorboard(run_dir, cfg.output.tensorboard)
 
     started, row, epoch, ckpt_step = time.perf_counter(), {}, start_epoch - 1, step

@@ -1,0 +1,64 @@
+"""Shared helpers for the benchmark scripts: machine description and RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def machine() -> str:
+    """CPU model and cores, RAM, GPU (if any), torch version: one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [f"{cpu}, {os.cpu_count()} cores"]
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        parts.append(f"{pages / 2**30:.0f} GiB RAM")
+    except (ValueError, OSError, AttributeError):
+        pass
+    import torch
+
+    if torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name(0)}")
+    else:
+        parts.append("no GPU")
+    parts.append(f"torch {torch.__version__}, Python {platform.python_version()}")
+    return "; ".join(parts)
+
+
+def command() -> str:
+    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+
+
+def append_results(title: str, body: str) -> None:
+    """Append one dated section to bench/RESULTS.md."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"\n## {title} ({stamp})\n\n"
+        f"- machine: {machine()}\n"
+        f"- command: `{command()}`\n\n"
+        f"{body.rstrip()}\n"
+    )
+    if not RESULTS.exists():
+        RESULTS.write_text(
+            "# Benchmark results\n\nEvery section is appended by a script in bench/.\n"
+        )
+    with RESULTS.open("a", encoding="utf-8") as fh:
+        fh.write(section)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,110 @@
+"""Cleaning folders: mirrored outputs of the same kind, resume, and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from annot_denoise.checkpoint import load_model
+from annot_denoise.clean import CleanError, clean
+from annot_denoise.inference import Restorer
+from annot_denoise.io import read_image, write_image
+
+
+@pytest.fixture(scope="module")
+def restorer(trained_run: Path) -> Restorer:
+    model, ckpt = load_model(trained_run / "best.pt")
+    return Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+
+
+@pytest.fixture
+def scans(tmp_path: Path) -> Path:
+    """A tree of scans of every kind we promise to preserve."""
+    root = tmp_path / "scans"
+    rng = np.random.default_rng(0)
+    write_image(root / "grey.png", (rng.random((70, 90)) * 255).astype(np.uint8))
+    write_image(root / "sub" / "rgb.png", (rng.random((50, 61, 3)) * 255).astype(np.uint8))
+    write_image(
+        root / "sub" / "deep" / "scan16.tif", (rng.random((40, 33)) * 65535).astype(np.uint16)
+    )
+    rgba = (rng.random((30, 30, 4)) * 255).astype(np.uint8)
+    write_image(root / "alpha.png", rgba)
+    write_image(root / "photo.jpg", (rng.random((64, 48, 3)) * 255).astype(np.uint8))
+    write_image(root / "name with spaces é.png", np.zeros((20, 20), np.uint8))
+    return root
+
+
+def test_outputs_mirror_inputs(scans: Path, tmp_path: Path, restorer: Restorer) -> None:
+    before = {p: p.read_bytes() for p in scans.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    report = clean(scans, out, restorer)
+    assert report.ok and report.processed == 6
+    for src in before:
+        dst = out / src.relative_to(scans)
+        a, b = read_image(src), read_image(dst)
+        assert a.shape == b.shape and a.dtype == b.dtype, src.name
+    assert np.array_equal(
+        read_image(out / "alpha.png")[..., 3], read_image(scans / "alpha.png")[..., 3]
+    )
+    # The input tree is untouched and holds nothing new.
+    assert {p: p.read_bytes() for p in scans.rglob("*") if p.is_file()} == before
+    record = json.loads((out / "clean_run.json").read_text())
+    assert record["processed"] == 6
+
+
+def test_rerun_skips_done_and_overwrite_redoes(scans: Path, tmp_path: Path, restorer) -> None:
+    out = tmp_path / "out"
+    clean(scans, out, restorer)
+    (out / "grey.png").unlink()
+    report = clean(scans, out, restorer)
+    assert (report.processed, report.skipped) == (1, 5)
+    report = clean(scans, out, restorer, overwrite=True)
+    assert (report.processed, report.skipped) == (6, 0)
+
+
+def test_bad_files_reported_rest_processed(scans: Path, tmp_path: Path, restorer) -> None:
+    (scans / "empty.png").write_bytes(b"")
+    (scans / "notes.png").write_text("not an image")
+    (scans / "cut.png").write_bytes((scans / "grey.png").read_bytes()[:200])
+    report = clean(scans, tmp_path / "out", restorer, batch_size=2)
+    assert report.processed == 6 and len(report.failed) == 3
+    for name in ("empty.png", "notes.png", "cut.png"):
+        assert any(name in line for line in report.failed)
+        assert not (tmp_path / "out" / name).exists()
+    assert not [p for p in (tmp_path / "out").rglob(".*")]  # no temporary files left
+
+
+def test_single_file_input(scans: Path, tmp_path: Path, restorer) -> None:
+    report = clean(scans / "grey.png", tmp_path / "one", restorer)
+    assert report.processed == 1 and (tmp_path / "one" / "grey.png").is_file()
+
+
+def test_refuses_unsafe_output_folders(scans: Path, tmp_path: Path, restorer) -> None:
+    with pytest.raises(CleanError, match="is the input folder"):
+        clean(scans, scans, restorer)
+    with pytest.raises(CleanError, match="inside the input folder"):
+        clean(scans, scans / "sub" / "out", restorer)
+    with pytest.raises(CleanError, match="no such file"):
+        clean(tmp_path / "nope", tmp_path / "o", restorer)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CleanError, match="no images found"):
+        clean(tmp_path / "empty", tmp_path / "o", restorer)
+
+
+def test_residual_models_keep_untouched_detail(restorer: Restorer) -> None:
+    # A zero-correction residual network must return the input exactly, at any size.
+    import copy
+
+    quiet = copy.deepcopy(restorer)
+    torch.nn.init.zeros_(quiet.model.head.weight)
+    torch.nn.init.zeros_(quiet.model.head.bias)
+    rng = np.random.default_rng(1)
+    for image in [
+        (rng.random((301, 217)) * 255).astype(np.uint8),
+        (rng.random((37, 45, 3)) * 65535).astype(np.uint16),
+    ]:
+        assert np.array_equal(quiet.restore([image])[0], image)
