@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision.utils import make_grid
 
 from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
 from annot_denoise.config import TrainConfig, dump_config
@@ -225,7 +226,7 @@ def train_one_epoch(
 ) -> tuple[float, int, int]:
     """One pass over ``loader``; returns (mean loss, samples seen, global step)."""
     model.train()
-    total, seen = torch.zeros((), device=device), 0
+    total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     for batch in loader:
         if step >= total_steps:
             break
@@ -253,7 +254,8 @@ def train_one_epoch(
         total += loss * x.shape[0]
         seen += x.shape[0]
         if bar is not None:
-            bar.advance(1, loss=float(loss))
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.advance(1, loss=float(loss), samples_per_s=round(rate, 1))
         if writer is not None and step % 10 == 0:
             writer.add_scalar("loss/train_step", float(loss), step)
     return float(total) / max(seen, 1), seen, step
@@ -373,12 +375,11 @@ def _tensorboard(run_dir: Path, enabled: bool):
 def _log_epoch(writer, row: dict, samples: list | None, run_dir: Path, epoch: int) -> None:
     if samples:
         # One PNG per epoch: rows of annotated | output | clean.
-        grid = torch.cat(samples, dim=1).permute(1, 2, 0).numpy()
-        write_image(
-            run_dir / "samples" / f"epoch_{epoch + 1:03d}.png", from_float(grid.squeeze(), np.uint8)
-        )
+        grid = make_grid(samples, nrow=1, padding=2)
+        image = from_float(grid.permute(1, 2, 0).numpy(), np.uint8)
+        write_image(run_dir / "samples" / f"epoch_{epoch + 1:03d}.png", image)
         if writer is not None:
-            writer.add_image("val/annotated|output|clean", torch.cat(samples, dim=1), epoch + 1)
+            writer.add_image("val/annotated|output|clean", grid, epoch + 1)
     if writer is None:
         return
     for key in ("train_loss", "val_loss"):
