@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean-venv
+.PHONY: demo test lint format install clean-venv docs-config
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,9 @@ format: $(VENV)/.installed-dev
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Regenerate the config table in docs/config.md from the pydantic models.
+docs-config: $(VENV)/.installed
+	$(BIN)/python -c "import re, pathlib; from annot_denoise.config import reference_markdown as r; \
+	p = pathlib.Path('docs/config.md'); t = p.read_text(); \
+	p.write_text(re.sub(r'(<!-- generated.*?-->\n).*?(\n## Notes)', lambda m: m.group(1) + r() + m.group(2), t, flags=re.S))"

@@ -8,6 +8,8 @@ writing run in a thread pool while the network works on the current batch.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
@@ -72,6 +74,11 @@ def plan_outputs(inputs: Path, out: Path) -> list[tuple[Path, Path]]:
     return [(src, out / src.relative_to(inputs)) for src in sources]
 
 
+def mask_path(output: Path) -> Path:
+    """Where ``--save-mask`` puts an output's predicted mask: beside it, as PNG."""
+    return output.with_name(output.name + ".mask.png")
+
+
 def clean(
     inputs: Path,
     out: Path,
@@ -80,10 +87,17 @@ def clean(
     batch_size: int = 4,
     overwrite: bool = False,
     workers: int = 2,
+    save_mask: bool = False,
+    report_csv: bool = False,
     progress: Progress | None = None,
     meta: dict | None = None,
 ) -> CleanReport:
     """Clean every image under ``inputs`` into ``out``; see the module docstring."""
+    if save_mask and not restorer.predicts_mask:
+        raise CleanError(
+            "--save-mask needs a mask-aware model (model.arch: maskunet); this checkpoint "
+            "has no mask head"
+        )
     progress = progress or Progress()
     started = time.perf_counter()
     plan = plan_outputs(inputs, out)
@@ -93,6 +107,7 @@ def clean(
     if report.skipped:
         log.info("skipping %d images whose output exists (--overwrite to redo)", report.skipped)
     Path(out).mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict] = {}
     with ThreadPoolExecutor(max(1, workers)) as pool, progress.task("cleaning", len(todo)) as bar:
         writes: list[tuple[Path, Future]] = []
         for chunk, reads in _prefetch(pool, todo, batch_size):
@@ -105,8 +120,16 @@ def clean(
                     report.failed.append(str(exc))
                     log.error("%s", exc)
             for (src, dst), result in zip(dests, restorer.restore(images)):
-                writes.append((src, pool.submit(write_image, dst, result)))
+                mask = result.mask if save_mask else None
+                writes.append((src, pool.submit(_write, dst, result.image, mask)))
                 report.outputs.append(dst)
+                rows[dst.relative_to(out).as_posix()] = {
+                    "image": dst.relative_to(out).as_posix(),
+                    "changed_fraction": round(result.changed, 6),
+                    "mask_fraction": round(float(result.mask.mean()), 6)
+                    if result.mask is not None
+                    else "",
+                }
             bar.advance(len(chunk))
         for src, fut in writes:
             try:
@@ -116,6 +139,8 @@ def clean(
                 report.failed.append(f"{src}: cannot write output ({exc})")
                 log.error("%s: cannot write output (%s)", src, exc)
     report.seconds = time.perf_counter() - started
+    if report_csv:
+        _write_csv_report(Path(out) / "clean_report.csv", rows)
     record = {
         "version": __version__,
         "inputs": str(inputs),
@@ -128,6 +153,27 @@ def clean(
     }
     atomic_write_text(Path(out) / "clean_run.json", json.dumps(record, indent=2))
     return report
+
+
+def _write(dst: Path, image: np.ndarray, mask: np.ndarray | None) -> None:
+    # The mask first: an existing output then always has its mask (resume skips it).
+    if mask is not None:
+        write_image(mask_path(dst), mask.astype(np.uint8) * 255)
+    write_image(dst, image)
+
+
+def _write_csv_report(path: Path, rows: dict[str, dict]) -> None:
+    """Per-image changed-pixel fractions, merged with an earlier (interrupted) run's."""
+    merged: dict[str, dict] = {}
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as fh:
+            merged = {r["image"]: r for r in csv.DictReader(fh)}
+    merged.update(rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["image", "changed_fraction", "mask_fraction"])
+    writer.writeheader()
+    writer.writerows(merged[k] for k in sorted(merged))
+    atomic_write_text(path, buf.getvalue())
 
 
 def _prefetch(

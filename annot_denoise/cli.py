@@ -125,14 +125,44 @@ def _progress(no_progress: bool):
     return Progress(enabled=not no_progress)
 
 
-def _restorer(model: Path, device: str, amp: bool = True):
+def _restorer(model: Path, device: str, **settings):
+    """Checkpoint path -> Restorer on the chosen device (settings None = checkpoint's)."""
     from annot_denoise.checkpoint import load_model
     from annot_denoise.inference import Restorer
     from annot_denoise.runtime import resolve_device
 
     dev = resolve_device(device)
     net, ckpt = load_model(model, dev)
-    return Restorer.from_checkpoint(net, ckpt, dev, amp=amp), dev
+    return Restorer.from_checkpoint(net, ckpt, dev, **settings), dev
+
+
+MaskThreshold = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--mask-threshold",
+        min=0.0,
+        max=1.0,
+        help="maskunet: probability above which a pixel counts as annotation "
+        "(default: the value chosen on validation, stored in the checkpoint).",
+    ),
+]
+Dilate = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--dilate",
+        min=0,
+        max=32,
+        help="maskunet: grow the predicted mask by this many pixels (default: checkpoint's).",
+    ),
+]
+Tile = Annotated[
+    int,
+    typer.Option(
+        min=64,
+        help="Native-resolution models: images larger than TILE x TILE go through "
+        "overlapping tiles (bounded memory; lower it if the GPU runs out).",
+    ),
+]
 
 
 @app.command("synth")
@@ -194,7 +224,7 @@ def drawers_cmd() -> None:
     table = Table("drawer", "what it draws")
     for name, text in describe_drawers().items():
         table.add_row(name, text)
-    out.print(table)
+    show(table)
     out.print("Custom drawers: --drawer my_pkg.my_module:draw (see examples/custom_drawer.py)")
 
 
@@ -279,23 +309,36 @@ def eval_cmd(
     data_dir: Annotated[Path, typer.Argument(help="Folder laid out like synth's output.")],
     model: Annotated[Path, typer.Option(help="Checkpoint from train (best.pt).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("eval"),
+    reference: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="A second checkpoint (e.g. the thesis autoencoder) scored as 'reference'."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 4,
+    mask_threshold: MaskThreshold = None,
+    dilate: Dilate = None,
+    tile: Tile = 1024,
     device: Device = "auto",
     no_progress: NoProgress = False,
 ) -> None:
-    """Score the model against identity and Telea inpainting on ground-truth pairs."""
+    """Score the model against the baselines (identity, Telea with the true mask,
+    classical blind inpainting) on ground-truth pairs."""
     from annot_denoise.evaluate import evaluate
 
-    restorer, _ = _restorer(model, device)
+    settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
+    methods = {"model": _restorer(model, device, **settings)[0]}
+    if reference is not None:
+        methods["reference"] = _restorer(reference, device, **settings)[0]
     report = evaluate(
         data_dir,
-        restorer,
+        methods,
         out_dir,
         batch_size=batch_size,
         progress=_progress(no_progress),
-        meta={"model_path": str(model)},
+        meta={"model_path": str(model), "reference_path": str(reference) if reference else None},
     )
-    out.print(render_metrics(report.methods))
+    show(render_metrics(report.methods))
     out.print(
         f"report: {out_dir / 'report.json'}, {out_dir / 'per_image.csv'}, "
         f"{out_dir / 'contact_sheet.png'}"
@@ -311,31 +354,48 @@ def clean_cmd(
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder; mirrors the input tree.")
     ] = Path("cleaned"),
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images (or tiles) per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(min=1, help="Threads for reading and writing.")] = 2,
     overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
+    mask_threshold: MaskThreshold = None,
+    dilate: Dilate = None,
+    tile: Tile = 1024,
+    save_mask: Annotated[
+        bool,
+        typer.Option(help="maskunet: write each predicted mask beside its output (NAME.mask.png)."),
+    ] = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Write OUT/clean_report.csv: changed-pixel fractions.")
+    ] = False,
     device: Device = "auto",
     no_progress: NoProgress = False,
 ) -> None:
-    """Remove annotations from every image under INPUTS, writing the same formats to -o."""
+    """Remove annotations from every image under INPUTS, writing the same formats to -o.
+
+    JPEG outputs are written at quality 95; every other format is lossless, with the
+    input's size, channels, alpha and bit depth.
+    """
     from annot_denoise.clean import clean
 
-    restorer, dev = _restorer(model, device)
-    report = clean(
+    settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
+    restorer, dev = _restorer(model, device, **settings)
+    result = clean(
         inputs,
         out_dir,
         restorer,
         batch_size=batch_size,
         overwrite=overwrite,
         workers=workers,
+        save_mask=save_mask,
+        report_csv=report,
         progress=_progress(no_progress),
         meta={"model": str(model), "device": str(dev)},
     )
     out.print(
-        f"processed {report.processed}, skipped {report.skipped} (already done), "
-        f"failed {len(report.failed)} in {report.seconds:.1f} s -> {out_dir}"
+        f"processed {result.processed}, skipped {result.skipped} (already done), "
+        f"failed {len(result.failed)} in {result.seconds:.1f} s -> {out_dir}"
     )
-    raise typer.Exit(0 if report.ok else 1)
+    raise typer.Exit(0 if result.ok else 1)
 
 
 @app.command("demo")
@@ -352,29 +412,36 @@ def demo_cmd(
     from annot_denoise.demo import run_demo
 
     result = run_demo(out_dir, minutes=minutes, device=device, progress=_progress(no_progress))
-    out.print(render_metrics(result.metrics))
+    show(render_metrics(result.metrics))
     out.print(f"demo finished in {result.seconds:.0f} s")
     for label, path in result.paths.items():
         out.print(f"{label}: {path}")
 
 
+def show(table: Table) -> None:
+    """Print a table; logs and pipes get 120 columns, not rich's 80, which would
+    truncate method names."""
+    if not out.is_terminal and out.width < 120:
+        out.width = 120
+    out.print(table)
+
+
 def render_metrics(methods: dict[str, dict[str, float]]) -> Table:
+    has_mask = any("f1" in m for m in methods.values())
+    columns = ["method", "PSNR dB", "SSIM", "PSNR in mask dB", "change outside"]
+    columns += ["mask P", "mask R", "mask F1", "mask IoU"] if has_mask else []
     table = Table(
-        "method",
-        "PSNR dB",
-        "SSIM",
-        "PSNR in mask dB",
-        "change outside mask",
-        title="mean over images (higher is better; change outside: 0 is best)",
+        *columns,
+        title="mean over images (higher is better; change outside the mask+3px: 0 is best)",
     )
     for name, m in methods.items():
-        table.add_row(
-            name,
-            f"{m['psnr']:.2f}",
-            f"{m['ssim']:.4f}",
-            f"{m['psnr_mask']:.2f}",
-            f"{m['change_outside']:.3f}",
-        )
+        cells = [name, f"{m['psnr']:.2f}", f"{m['ssim']:.4f}", f"{m['psnr_mask']:.2f}",
+                 f"{m['change_outside']:.3f}"]  # fmt: skip
+        if has_mask:
+            cells += [
+                f"{m[k]:.3f}" if k in m else "-" for k in ("precision", "recall", "f1", "iou")
+            ]
+        table.add_row(*cells)
     return table
 
 

@@ -18,9 +18,10 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
-ArchName = Literal["autoencoder", "unet"]
+ArchName = Literal["autoencoder", "unet", "maskunet"]
 
 
 class ConfigError(Exception):
@@ -40,33 +41,65 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    root: Path = Field(
+    root: Path | None = Field(
         Path("data/synth"),
         description="folder with clean/ and annotated/ (and optional masks/), as `synth` writes",
     )
+    on_the_fly: bool = Field(
+        False, description="draw fresh annotations on clean_dir scans at every access"
+    )
+    clean_dir: Path | None = Field(None, description="clean scans for on_the_fly training")
+    drawer: str = Field(
+        "mixed", description="on_the_fly drawer: a built-in name or module:function"
+    )
+    colors: list[str] = Field(
+        ["white", "yellow", "cyan"], description="on_the_fly annotation colours"
+    )
+    repeats: int = Field(4, ge=1, description="on_the_fly samples per clean scan per epoch")
+    augment: bool = Field(
+        True, description="on_the_fly: flips, scale, gain and gamma before drawing"
+    )
     val_split: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of scans held out")
-    size: tuple[int, int] = Field(
-        (336, 544), description="[height, width] every pair is resized to for training"
+    size: tuple[int, int] | None = Field(
+        (336, 544), description="[height, width] to resize to; null = native resolution"
+    )
+    patch: int | None = Field(
+        None, ge=16, description="train on random square crops of this side (after any resize)"
     )
     channels: Literal[1, 3] = Field(3, description="1 = grey network, 3 = RGB network")
     cache: bool = Field(
-        True, description="decode and resize every pair once, up front, and keep it in memory"
+        True, description="decode (and resize) every scan once, up front, and keep it in memory"
     )
 
     @field_validator("size")
     @classmethod
-    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 16:
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 16:
             raise ValueError("both sides must be at least 16 pixels")
         return value
 
+    @model_validator(mode="after")
+    def _source(self) -> DataConfig:
+        if self.on_the_fly and self.clean_dir is None:
+            raise ValueError("on_the_fly needs data.clean_dir (a folder of clean scans)")
+        if not self.on_the_fly and self.root is None:
+            raise ValueError("data.root is required unless data.on_the_fly is true")
+        if self.size is None and self.patch is None:
+            raise ValueError("give data.size (resize) or data.patch (native-scale crops)")
+        return self
+
 
 class ModelConfig(_Strict):
-    arch: ArchName = Field("unet", description="architecture: unet (skips) or autoencoder")
+    arch: ArchName = Field(
+        "unet", description="maskunet (mask + content heads), unet (skips) or autoencoder"
+    )
     width: int = Field(32, ge=4, le=512, description="channels at the first level")
     depth: int = Field(4, ge=1, le=7, description="number of 2x down-samplings")
     norm: Literal["batch", "group", "none"] = Field(
         "batch", description="normalisation after each convolution"
+    )
+    mask_dilate: int = Field(
+        2, ge=0, le=32, description="maskunet: pixels the predicted mask grows by at inference"
     )
 
 
@@ -74,6 +107,9 @@ class LossConfig(_Strict):
     alpha: float = Field(60.0, gt=0, description="weight of annotated pixels")
     beta: float = Field(1.0, ge=0, description="weight of all other pixels")
     ssim_weight: float = Field(0.0, ge=0, description="weight of a (1 - SSIM) term; 0 = off")
+    mask_weight: float = Field(
+        1.0, ge=0, description="maskunet: weight of the mask loss (BCE + Dice)"
+    )
 
 
 class OptimConfig(_Strict):

@@ -21,7 +21,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from annot_denoise.io import ImageReadError, list_images, read_image, to_float, to_grey, to_rgb
+from annot_denoise.augment import augment_scan, crop, crop_box
+from annot_denoise.io import (
+    ImageReadError,
+    list_images,
+    read_image,
+    split_alpha,
+    to_float,
+    to_grey,
+    to_rgb,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +87,22 @@ def find_pairs(root: Path) -> list[Pair]:
     return pairs
 
 
-def split_pairs(pairs: Sequence[Pair], val_split: float, seed: int) -> tuple[list, list]:
-    """Deterministic train/validation split by group (stable when files are added)."""
-    if val_split <= 0 or len(pairs) < 2:
-        return list(pairs), []
-    groups = sorted({p.group for p in pairs}, key=lambda g: zlib.crc32(f"{seed}:{g}".encode()))
+def split_pairs(items: Sequence, val_split: float, seed: int) -> tuple[list, list]:
+    """Deterministic train/validation split by group (stable when files are added).
+
+    ``items`` are :class:`Pair` (grouped by source scan) or paths (each its own group).
+    """
+    if val_split <= 0 or len(items) < 2:
+        return list(items), []
+
+    def group(item) -> str:
+        return item.group if isinstance(item, Pair) else str(item)
+
+    groups = sorted({group(p) for p in items}, key=lambda g: zlib.crc32(f"{seed}:{g}".encode()))
     n_val = min(max(1, round(len(groups) * val_split)), len(groups) - 1)
     val_groups = set(groups[:n_val])
-    train = [p for p in pairs if p.group not in val_groups]
-    val = [p for p in pairs if p.group in val_groups]
+    train = [p for p in items if group(p) not in val_groups]
+    val = [p for p in items if group(p) in val_groups]
     return train, val
 
 
@@ -151,25 +167,54 @@ def to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-class PairedDataset(Dataset):
-    """Resized pairs as tensors: ``annotated``, ``clean`` (CxHxW), ``mask`` (1xHxW)."""
+def as_item(annot: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
+    """Arrays (HxWxC integer images, HxW bool mask) -> the tensors a batch holds."""
+    return {
+        "annotated": to_chw(to_float(annot)),
+        "clean": to_chw(to_float(clean)),
+        "mask": torch.from_numpy(mask[None].astype(np.float32)),
+    }
+
+
+class _Epochs:
+    """Per-item generators seeded by (seed, epoch, index): reproducible whatever the
+    worker count or rank, and different every epoch. Validation sets are ``fixed``:
+    the same crops and annotations every epoch, so their losses compare."""
+
+    seed: int = 0
+    epoch: int = 0
+    fixed: bool = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def item_rng(self, index: int) -> np.random.Generator:
+        epoch = 0 if self.fixed else self.epoch + 1
+        return np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index]))
+
+
+class PairedDataset(_Epochs, Dataset):
+    """Pre-synthesised pairs: ``annotated``, ``clean`` (CxHxW), ``mask`` (1xHxW)."""
 
     def __init__(
         self,
         pairs: Sequence[Pair],
         *,
-        size: tuple[int, int],
+        size: tuple[int, int] | None,
         channels: int,
+        patch: int | None = None,
         cache: bool = True,
+        seed: int = 0,
+        fixed: bool = False,
         workers: int = 4,
     ) -> None:
         self.pairs = list(pairs)
-        self.size = tuple(size)
-        self.channels = channels
+        self.size = tuple(size) if size else None
+        self.channels, self.patch, self.seed, self.fixed = channels, patch, seed, fixed
         self._cache: list | None = None
         if cache and self.pairs:
             # Decode once, in threads (OpenCV and Pillow release the GIL), and keep
-            # the file's integer dtype at the training size so epochs cost no I/O.
+            # the file's integer dtype so epochs cost no I/O.
             with ThreadPoolExecutor(max(1, workers)) as pool:
                 self._cache = list(pool.map(self._load, range(len(self.pairs))))
 
@@ -178,15 +223,107 @@ class PairedDataset(Dataset):
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         annot, clean, mask = load_pair(self.pairs[index], self.channels)
-        return resize_pair(annot, clean, mask, self.size)
+        if self.size:
+            annot, clean, mask = resize_pair(annot, clean, mask, self.size)
+        return annot, clean, mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         annot, clean, mask = self._cache[index] if self._cache is not None else self._load(index)
-        return {
-            "annotated": to_chw(to_float(annot)),
-            "clean": to_chw(to_float(clean)),
-            "mask": torch.from_numpy(mask[None].astype(np.float32)),
-        }
+        if self.patch:
+            y, x = crop_box(mask.shape, self.patch, self.item_rng(index), mask)
+            annot, clean, mask = crop([annot, clean, mask], y, x, self.patch)
+        return as_item(annot, clean, mask)
+
+
+class SyntheticDataset(_Epochs, Dataset):
+    """Fresh annotations on every access: a few hundred clean scans give unlimited pairs.
+
+    Item ``i`` takes clean scan ``i % n``, augments it, draws with ``drawer`` and
+    crops a patch around the marks, all from the item's own generator.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        *,
+        channels: int,
+        size: tuple[int, int] | None,
+        patch: int | None,
+        drawer: str = "mixed",
+        colors: Sequence[str] = ("white", "yellow", "cyan"),
+        repeats: int = 4,
+        augment: bool = True,
+        seed: int = 0,
+        fixed: bool = False,
+        workers: int = 4,
+    ) -> None:
+        self.paths = list(paths)
+        self.channels, self.size, self.patch = channels, (tuple(size) if size else None), patch
+        self.drawer, self.colors, self.repeats = drawer, tuple(colors), repeats
+        self.augment, self.seed, self.fixed = augment and not fixed, seed, fixed
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            self._scans = list(pool.map(self._load, self.paths))
+
+    def _load(self, path: Path) -> np.ndarray:
+        image = split_alpha(read_image(path))[0]
+        if self.size:
+            h, w = self.size
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        return image
+
+    def __len__(self) -> int:
+        return len(self._scans) * self.repeats
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from annot_denoise.synth.pipeline import annotate
+
+        rng = self.item_rng(index)
+        scan = self._scans[index % len(self._scans)]
+        if self.augment:
+            scan, _ = augment_scan(scan, rng)
+        clean, annot, mask, _ = annotate(scan, self.drawer, rng, colors=self.colors)
+        convert = to_rgb if self.channels == 3 else to_grey
+        clean, annot = convert(clean), convert(annot)
+        if clean.ndim == 2:
+            clean, annot = clean[..., None], annot[..., None]
+        if self.patch:
+            y, x = crop_box(mask.shape, self.patch, rng, mask)
+            annot, clean, mask = crop([annot, clean, mask], y, x, self.patch)
+        return as_item(annot, clean, mask)
+
+
+def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
+    """(train, validation, one error line per unusable file) for a TrainConfig."""
+    d, seed = cfg.data, cfg.train.seed
+    common = dict(channels=d.channels, size=d.size, patch=d.patch, seed=seed)
+    if d.on_the_fly:
+        paths = list_images(d.clean_dir)
+        good, skipped = _readable(paths)
+        if not good:
+            raise DatasetError(f"{d.clean_dir}: no readable clean scans")
+        train_paths, val_paths = split_pairs(good, d.val_split, seed)
+        synth = dict(drawer=d.drawer, colors=d.colors, **common)
+        train = SyntheticDataset(train_paths, repeats=d.repeats, augment=d.augment, **synth)
+        val = SyntheticDataset(val_paths, repeats=1, fixed=True, **synth)
+        return train, val, skipped
+    pairs, skipped = check_pairs(find_pairs(d.root))
+    if not pairs:
+        raise DatasetError(f"{d.root}: no usable pairs left to train on")
+    train_pairs, val_pairs = split_pairs(pairs, d.val_split, seed)
+    train = PairedDataset(train_pairs, cache=d.cache, **common)
+    val = PairedDataset(val_pairs, cache=d.cache, fixed=True, **common)
+    return train, val, skipped
+
+
+def _readable(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    good, errors = [], []
+    for path in paths:
+        try:
+            _header_size(path)
+            good.append(path)
+        except ImageReadError as exc:
+            errors.append(str(exc))
+    return good, errors
 
 
 def _header_size(path: Path) -> tuple[int, int]:

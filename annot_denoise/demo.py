@@ -76,7 +76,7 @@ def run_demo(
     restorer = Restorer.from_checkpoint(model, ckpt, dev)
     report = evaluate(
         out_dir / "data" / "test",
-        restorer,
+        {"model": restorer},
         out_dir / "eval",
         progress=progress,
         meta={"model_path": str(run_dir / "best.pt")},

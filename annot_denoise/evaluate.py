@@ -1,9 +1,11 @@
-"""Evaluation against ground truth: the model and the baselines, same images, same run.
+"""Evaluation against ground truth: models and baselines, same images, same run.
 
-For every pair in a synth-style folder we clean the annotated scan with the
-model and with each baseline, then measure against the clean original at the
+For every pair in a synth-style folder we clean the annotated scan with each
+learned model and each baseline, then measure against the clean original at the
 file's native resolution: PSNR and SSIM over the whole image, PSNR inside the
-annotation mask, and the mean absolute change outside it (collateral damage).
+annotation mask, the mean absolute change outside the mask dilated by 3 px
+(collateral damage), and, for methods that predict a mask, its precision,
+recall, F1 and IoU against the true one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from annot_denoise.baselines import BASELINES
@@ -32,13 +35,15 @@ from annot_denoise.io import (
     to_rgb,
     write_image,
 )
-from annot_denoise.metrics import mean_abs_change, psnr, ssim
+from annot_denoise.metrics import mask_scores, mean_abs_change, psnr, ssim
 from annot_denoise.progress import Progress
 from annot_denoise.sheet import contact_sheet
 
 log = logging.getLogger(__name__)
 
 METRICS = ("psnr", "ssim", "psnr_mask", "change_outside")
+MASK_METRICS = ("precision", "recall", "f1", "iou")
+OUTSIDE_MARGIN = 3  # px: anti-aliasing and dilation fringes are not collateral damage
 
 
 @dataclass
@@ -56,22 +61,23 @@ class EvalReport:
 
 def evaluate(
     data_dir: Path,
-    restorer: Restorer,
+    models: dict[str, Restorer],
     out_dir: Path,
     *,
-    model_name: str = "model",
+    baselines: tuple[str, ...] = tuple(BASELINES),
     batch_size: int = 4,
     sheet_rows: int = 6,
     progress: Progress | None = None,
     meta: dict | None = None,
 ) -> EvalReport:
-    """Score ``restorer`` and the baselines on ``data_dir``; write the report files."""
+    """Score ``models`` (name -> Restorer) and ``baselines``; write the report files."""
     progress = progress or Progress()
     started = time.perf_counter()
     pairs, failed = check_pairs(find_pairs(data_dir))
     for line in failed:
         log.error("%s", line)
-    methods = [model_name, *BASELINES]
+    methods = [*models, *baselines]
+    first = next(iter(models), None)
     rows: list[dict] = []
     sheet: list[list[np.ndarray]] = []
     with progress.task("evaluating", total=len(pairs)) as bar:
@@ -84,44 +90,53 @@ def evaluate(
                 except ImageReadError as exc:
                     failed.append(str(exc))
                     log.error("%s", exc)
-            outputs = restorer.restore([annot for _, annot, _, _ in loaded])
-            for (pair, annot, clean, mask), model_out in zip(loaded, outputs):
-                results = {model_name: model_out}
-                for name, fn in BASELINES.items():
-                    results[name] = fn(annot, mask)
+            annotated = [annot for _, annot, _, _ in loaded]
+            learned = {name: r.restore(annotated) for name, r in models.items()}
+            for i, (pair, annot, clean, mask) in enumerate(loaded):
+                results = {name: (out[i].image, out[i].detected) for name, out in learned.items()}
+                for name in baselines:
+                    results[name] = BASELINES[name](annot, mask)
                 for name in methods:
-                    rows.append(
-                        {
-                            "image": pair.name,
-                            "method": name,
-                            **score(results[name], clean, annot, mask),
-                        }
-                    )
+                    output, predicted = results[name]
+                    metrics = score(output, clean, annot, mask, predicted)
+                    rows.append({"image": pair.name, "method": name, **metrics})
                 if len(sheet) < sheet_rows:
-                    sheet.append([annot, model_out, clean, mask])
+                    shown = results[first][0] if first else results[baselines[0]][0]
+                    sheet.append([annot, shown, clean, mask])
             bar.advance(len(chunk))
-    summary = {
-        name: {m: _mean([r[m] for r in rows if r["method"] == name]) for m in METRICS}
-        for name in methods
-    }
-    out_dir = Path(out_dir)
-    report = EvalReport(out_dir, summary, rows, failed, time.perf_counter() - started)
+    summary = {}
+    for name in methods:
+        mine = [r for r in rows if r["method"] == name]
+        keys = METRICS + (MASK_METRICS if mine and "f1" in mine[0] else ())
+        summary[name] = {k: _mean([r[k] for r in mine]) for k in keys}
+    report = EvalReport(Path(out_dir), summary, rows, failed, time.perf_counter() - started)
     _write_report(report, data_dir, len({r["image"] for r in rows}), meta or {})
     if sheet:
-        grid = contact_sheet(sheet, labels=["annotated", model_name, "truth", "mask"])
-        write_image(out_dir / "contact_sheet.png", grid)
+        grid = contact_sheet(sheet, labels=["annotated", first or baselines[0], "truth", "mask"])
+        write_image(report.out_dir / "contact_sheet.png", grid)
     return report
 
 
-def score(output: np.ndarray, clean: np.ndarray, annotated: np.ndarray, mask: np.ndarray) -> dict:
+def score(
+    output: np.ndarray,
+    clean: np.ndarray,
+    annotated: np.ndarray,
+    mask: np.ndarray,
+    predicted: np.ndarray | None = None,
+) -> dict:
     """All metrics for one output; images compared as float RGB in [0, 1]."""
     out, ref, inp = (to_float(to_rgb(x)) for x in (output, clean, annotated))
-    return {
+    k = 2 * OUTSIDE_MARGIN + 1
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    result = {
         "psnr": psnr(out, ref),
         "ssim": ssim(to_float(to_grey(output)), to_float(to_grey(clean))),
         "psnr_mask": psnr(out, ref, mask),
-        "change_outside": mean_abs_change(out, inp, ~mask),
+        "change_outside": mean_abs_change(out, inp, ~near),
     }
+    if predicted is not None:
+        result.update(mask_scores(predicted, mask))
+    return result
 
 
 def _load(pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,13 +163,15 @@ def _write_report(report: EvalReport, data_dir: Path, n_images: int, meta: dict)
         "metrics": report.methods,
         "notes": {
             "psnr_mask": "PSNR inside the true annotation mask (dB)",
-            "change_outside": "mean |output - input| outside the mask, 8-bit grey levels",
+            "change_outside": f"mean |output - input| outside the true mask dilated by "
+            f"{OUTSIDE_MARGIN} px, in 8-bit grey levels",
+            "f1": "mask precision/recall/F1/IoU, for methods that predict a mask",
         },
         **meta,
     }
     atomic_write_text(report.out_dir / "report.json", json.dumps(payload, indent=2, allow_nan=True))
     buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["image", "method", *METRICS])
+    writer = csv.DictWriter(buf, fieldnames=["image", "method", *METRICS, *MASK_METRICS])
     writer.writeheader()
     writer.writerows(report.per_image)
     atomic_write_bytes(report.out_dir / "per_image.csv", buf.getvalue().encode("utf-8"))

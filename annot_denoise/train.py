@@ -23,10 +23,10 @@ from torchvision.utils import make_grid
 
 from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
 from annot_denoise.config import TrainConfig, dump_config
-from annot_denoise.data import DatasetError, PairedDataset, check_pairs, find_pairs, split_pairs
+from annot_denoise.data import build_datasets
 from annot_denoise.io import atomic_write_text, from_float, write_image
 from annot_denoise.losses import restoration_loss
-from annot_denoise.models import build_model
+from annot_denoise.models import build_model, model_outputs
 from annot_denoise.progress import Progress
 from annot_denoise.runtime import (
     amp_dtype,
@@ -69,17 +69,12 @@ def train(
     ckpt = _prepare_run_dir(run_dir, resume)
     seed_everything(cfg.train.seed)
 
-    pairs, skipped = check_pairs(find_pairs(cfg.data.root))
+    train_ds, val_ds, skipped = build_datasets(cfg)
     for line in skipped:
-        log.error("skipping pair: %s", line)
-    if not pairs:
-        raise DatasetError(f"{cfg.data.root}: no usable pairs left to train on")
-    train_pairs, val_pairs = split_pairs(pairs, cfg.data.val_split, cfg.train.seed)
+        log.error("skipping: %s", line)
     log.info(
-        "%d training pairs, %d validation pairs, device %s", len(train_pairs), len(val_pairs), dev
+        "%d training samples, %d validation samples, device %s", len(train_ds), len(val_ds), dev
     )
-    kw = dict(size=cfg.data.size, channels=cfg.data.channels, cache=cfg.data.cache)
-    train_ds, val_ds = PairedDataset(train_pairs, **kw), PairedDataset(val_pairs, **kw)
     shuffle = torch.Generator()
     loader = DataLoader(
         train_ds,
@@ -88,7 +83,9 @@ def train(
         drop_last=len(train_ds) > cfg.train.batch_size,
         num_workers=cfg.train.workers,
         pin_memory=dev.type == "cuda",
-        persistent_workers=cfg.train.workers > 0,
+        # Workers are re-forked each epoch so they see the dataset's new epoch
+        # (per-item seeds depend on it); the scans they read are cached before.
+        persistent_workers=False,
         generator=shuffle,
     )
     val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, num_workers=0)
@@ -122,7 +119,10 @@ def train(
         log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
     # Absolute paths, so that --resume works from any folder.
     saved = cfg.model_copy(deep=True)
-    saved.data.root, saved.output.dir = saved.data.root.resolve(), run_dir.resolve()
+    saved.output.dir = run_dir.resolve()
+    for key in ("root", "clean_dir"):
+        if getattr(saved.data, key) is not None:
+            setattr(saved.data, key, getattr(saved.data, key).resolve())
     atomic_write_text(run_dir / "config.yaml", dump_config(saved))
     writer = _tensorboard(run_dir, cfg.output.tensorboard)
 
@@ -132,6 +132,7 @@ def train(
             break
         # Re-seeding per epoch makes a resumed run shuffle exactly like an uninterrupted one.
         shuffle.manual_seed(cfg.train.seed * 100_003 + epoch)
+        train_ds.set_epoch(epoch)
         t0 = time.perf_counter()
         with progress.task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(loader)) as bar:
             train_loss, samples, step = train_one_epoch(
@@ -162,7 +163,7 @@ def train(
             "epoch": epoch + 1,
             "step": step,
             "train_loss": train_loss,
-            **{k: v for k, v in val.items() if k != "samples"},
+            **{k: v for k, v in val.items() if k not in ("samples", "mask_threshold")},
             "lr": scheduler.get_last_lr()[0],
             "seconds": round(seconds, 3),
             "samples_per_s": round(samples / max(seconds, 1e-9), 2),
@@ -171,7 +172,14 @@ def train(
         best = min(best, val_loss)
         state = {
             "arch": arch,
-            "data": {"channels": cfg.data.channels, "size": list(cfg.data.size)},
+            "data": {
+                "channels": cfg.data.channels,
+                "size": list(cfg.data.size) if cfg.data.size else None,
+            },
+            "inference": {
+                "mask_threshold": val.get("mask_threshold", 0.5),
+                "mask_dilate": cfg.model.mask_dilate,
+            },
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -232,10 +240,8 @@ def train_one_epoch(
             break
         x, y, m = _to_device(batch, device)
         with autocast(device, dtype):
-            pred = model(x)
-        loss = restoration_loss(
-            pred, y, m, alpha=cfg.loss.alpha, beta=cfg.loss.beta, ssim_weight=cfg.loss.ssim_weight
-        )
+            parts = model_outputs(model(x))
+        loss = objective(parts, y, m, cfg)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at step {step + 1}; stopped. The last good weights are "
@@ -261,47 +267,76 @@ def train_one_epoch(
     return float(total) / max(seen, 1), seen, step
 
 
+def objective(parts: dict, target: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig):
+    """The configured loss for one batch of model outputs."""
+    return restoration_loss(
+        parts["output"],
+        target,
+        mask,
+        alpha=cfg.loss.alpha,
+        beta=cfg.loss.beta,
+        ssim_weight=cfg.loss.ssim_weight,
+        mask_logits=parts.get("mask_logits"),
+        content=parts.get("content"),
+        mask_weight=cfg.loss.mask_weight,
+    )
+
+
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, dtype
 ) -> dict:
-    """Validation loss, PSNR over the image and inside the mask, and sample triplets."""
+    """Validation loss, PSNR (image and inside the mask), mask F1, sample triplets.
+
+    For mask-aware models the mask threshold with the best F1 over the whole
+    validation set is reported; training stores it in the checkpoint as the
+    default for ``clean``.
+    """
     model.eval()
     losses, psnrs, mask_psnrs, samples = [], [], [], []
+    counts = torch.zeros(len(THRESHOLDS), 3)  # tp, fp, fn per threshold
     for batch in loader:
         x, y, m = _to_device(batch, device)
         with autocast(device, dtype):
-            pred = model(x)
-        pred = pred.float().clamp(0, 1)
-        losses.append(
-            float(
-                restoration_loss(
-                    pred,
-                    y,
-                    m,
-                    alpha=cfg.loss.alpha,
-                    beta=cfg.loss.beta,
-                    ssim_weight=cfg.loss.ssim_weight,
-                )
-            )
-            * x.shape[0]
-        )
+            parts = model_outputs(model(x))
+        losses.append(float(objective(parts, y, m, cfg)) * x.shape[0])
+        pred = parts["output"].float().clamp(0, 1)
         err = (pred - y).square().mean(dim=1)  # B x H x W
         psnrs += (-10 * torch.log10(err.flatten(1).mean(1).clamp_min(1e-10))).tolist()
         inside = m[:, 0] > 0
         for e, k in zip(err, inside):
             if k.any():
                 mask_psnrs.append(float(-10 * torch.log10(e[k].mean().clamp_min(1e-10))))
+        if "mask_logits" in parts:
+            prob = torch.sigmoid(parts["mask_logits"].float())[:, 0]
+            for t, threshold in enumerate(THRESHOLDS):
+                hit = prob > threshold
+                counts[t] += (
+                    torch.stack(
+                        [(hit & inside).sum(), (hit & ~inside).sum(), (~hit & inside).sum()]
+                    )
+                    .cpu()
+                    .float()
+                )
         if len(samples) < cfg.train.samples:
             for i in range(min(x.shape[0], cfg.train.samples - len(samples))):
                 samples.append(torch.cat([x[i], pred[i], y[i]], dim=2).float().cpu())
     n = len(loader.dataset)
-    return {
+    result = {
         "val_loss": sum(losses) / n,
         "val_psnr": float(np.mean(psnrs)),
         "val_psnr_mask": float(np.mean(mask_psnrs)) if mask_psnrs else float("nan"),
         "samples": samples,
     }
+    if counts.sum() > 0:
+        f1 = 2 * counts[:, 0] / (2 * counts[:, 0] + counts[:, 1] + counts[:, 2]).clamp_min(1)
+        best = int(f1.argmax())
+        result["val_mask_f1"] = float(f1[best])
+        result["mask_threshold"] = THRESHOLDS[best]
+    return result
 
 
 def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -388,6 +423,8 @@ def _log_epoch(writer, row: dict, samples: list | None, run_dir: Path, epoch: in
     for key in ("val_psnr", "val_psnr_mask"):
         if key in row and math.isfinite(row[key]):
             writer.add_scalar(f"psnr/{key.removeprefix('val_')}", row[key], epoch + 1)
+    if "val_mask_f1" in row:
+        writer.add_scalar("mask/f1", row["val_mask_f1"], epoch + 1)
     writer.add_scalar("lr", row["lr"], epoch + 1)
     writer.add_scalar("samples_per_s", row["samples_per_s"], epoch + 1)
     writer.flush()

@@ -63,3 +63,30 @@ def textured(height: int, width: int, channels: int = 1, dtype=np.uint8, seed: i
     top = 65535 if dtype == np.uint16 else 255
     shape = (height, width) if channels == 1 else (height, width, channels)
     return rng.integers(0, top + 1, size=shape, dtype=np.int64).astype(dtype)
+
+
+@pytest.fixture(scope="session")
+def mask_run(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory, device: str) -> Path:
+    """A maskunet trained for a few steps on the fly, on native-scale patches."""
+    from annot_denoise.config import validate_config
+    from annot_denoise.train import train
+
+    run = tmp_path_factory.mktemp("maskrun") / "run"
+    cfg = validate_config(
+        {
+            "data": {
+                "on_the_fly": True,
+                "clean_dir": str(phantom_dir),
+                "size": None,
+                "patch": 64,
+                "repeats": 2,
+                "val_split": 0.2,
+            },
+            "model": {"arch": "maskunet", "width": 8, "depth": 2},
+            "optim": {"warmup_steps": 2},
+            "train": {"epochs": 2, "batch_size": 4, "workers": 0, "samples": 2},
+            "output": {"dir": str(run)},
+        }
+    )
+    train(cfg, device=device)
+    return run

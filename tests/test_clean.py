@@ -107,4 +107,30 @@ def test_residual_models_keep_untouched_detail(restorer: Restorer) -> None:
         (rng.random((301, 217)) * 255).astype(np.uint8),
         (rng.random((37, 45, 3)) * 65535).astype(np.uint16),
     ]:
-        assert np.array_equal(quiet.restore([image])[0], image)
+        assert np.array_equal(quiet.restore([image])[0].image, image)
+
+
+def test_save_mask_needs_a_mask_model(scans: Path, tmp_path: Path, restorer) -> None:
+    with pytest.raises(CleanError, match="no mask head"):
+        clean(scans, tmp_path / "out", restorer, save_mask=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_save_mask_and_report(scans: Path, tmp_path: Path, mask_run: Path) -> None:
+    import csv
+
+    from annot_denoise.clean import mask_path
+
+    model, ckpt = load_model(mask_run / "best.pt")
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    out = tmp_path / "out"
+    report = clean(scans, out, r, save_mask=True, report_csv=True)
+    assert report.ok
+    for dst in report.outputs:
+        mask = read_image(mask_path(dst))
+        assert mask.shape == read_image(dst).shape[:2] and set(np.unique(mask)) <= {0, 255}
+    rows = list(csv.DictReader((out / "clean_report.csv").open()))
+    assert len(rows) == 6
+    assert all(0 <= float(r["changed_fraction"]) <= float(r["mask_fraction"]) for r in rows)
+    # Masks are not mistaken for inputs or outputs on a rerun.
+    assert clean(scans, out, r, save_mask=True).skipped == 6

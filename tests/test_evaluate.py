@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from annot_denoise.baselines import identity, telea
 from annot_denoise.checkpoint import load_model
@@ -24,15 +25,19 @@ def _restorer(run: Path) -> Restorer:
 
 
 def test_report_files(trained_run: Path, synth_dir: Path, tmp_path: Path) -> None:
-    report = evaluate(synth_dir, _restorer(trained_run), tmp_path / "ev", meta={"model_path": "x"})
+    report = evaluate(
+        synth_dir, {"model": _restorer(trained_run)}, tmp_path / "ev", meta={"model_path": "x"}
+    )
     assert report.ok
-    assert set(report.methods) == {"model", "identity", "telea"}
+    assert set(report.methods) == {"model", "identity", "telea", "classical"}
     data = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert data["images"] == 20 and data["model_path"] == "x"
     assert data["metrics"]["identity"]["change_outside"] == 0
     rows = list(csv.DictReader((tmp_path / "ev" / "per_image.csv").open()))
-    assert len(rows) == 60
-    assert {r["method"] for r in rows} == {"model", "identity", "telea"}
+    assert len(rows) == 80
+    assert {r["method"] for r in rows} == {"model", "identity", "telea", "classical"}
+    assert rows[0]["f1"] == ""  # the U-Net predicts no mask
+    assert "f1" in data["metrics"]["classical"]
     sheet = read_image(tmp_path / "ev" / "contact_sheet.png")
     assert sheet.ndim == 3 and sheet.shape[1] > 4 * 100
 
@@ -40,7 +45,7 @@ def test_report_files(trained_run: Path, synth_dir: Path, tmp_path: Path) -> Non
 def test_baselines_order_inside_the_mask(
     trained_run: Path, synth_dir: Path, tmp_path: Path
 ) -> None:
-    report = evaluate(synth_dir, _restorer(trained_run), tmp_path / "ev")
+    report = evaluate(synth_dir, {"model": _restorer(trained_run)}, tmp_path / "ev")
     m = report.methods
     # Telea is told where the marks are: it must beat doing nothing inside them.
     assert m["telea"]["psnr_mask"] > m["identity"]["psnr_mask"] + 5
@@ -55,9 +60,15 @@ def test_score_definitions() -> None:
     s = score(annot, clean, annot, mask)
     assert s["change_outside"] == 0 and s["psnr_mask"] < 10
     assert math.isinf(score(clean, clean, annot, mask)["psnr_mask"])
-    healed = telea(annot, mask)
+    healed, _ = telea(annot, mask)
     assert score(healed, clean, annot, mask)["psnr_mask"] > 40
-    assert np.array_equal(identity(annot, mask), annot)
+    assert np.array_equal(identity(annot, mask)[0], annot)
+    # Collateral damage is measured outside the mask grown by 3 px.
+    touched = annot.copy()
+    touched[8, 0] = 0  # 3 px from the mark: not counted
+    touched[0, 0] = 0  # 5 px away: counted
+    s = score(touched, clean, annot, mask)
+    assert s["change_outside"] == pytest.approx(100 / (20 * 20 - 20 * 7), rel=1e-6)
 
 
 def test_unreadable_pair_is_reported(trained_run: Path, synth_dir: Path, tmp_path: Path) -> None:
@@ -67,7 +78,7 @@ def test_unreadable_pair_is_reported(trained_run: Path, synth_dir: Path, tmp_pat
     for sub in ("clean", "annotated", "masks"):
         shutil.copytree(synth_dir / sub, root / sub)
     (root / "annotated" / "phantom_0000_c00.png").write_bytes(b"garbage")
-    report = evaluate(root, _restorer(trained_run), tmp_path / "ev")
+    report = evaluate(root, {"model": _restorer(trained_run)}, tmp_path / "ev")
     assert not report.ok
     assert any("phantom_0000_c00.png" in f for f in report.failed)
     assert len({r["image"] for r in report.per_image}) == 19

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from annot_denoise.models import MODELS, build_model
+from annot_denoise.models import MODELS, build_model, model_outputs
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -15,9 +15,12 @@ def test_forward_backward_any_size(name: str, channels: int, device: str) -> Non
     model = build_model(name, in_channels=channels, width=8, depth=3).to(device)
     for h, w in [(37, 51), (64, 64), (9, 130)]:
         x = torch.rand(2, channels, h, w, device=device)
-        y = model(x)
-        assert y.shape == x.shape
-        y.mean().backward()
+        parts = model_outputs(model(x))
+        assert parts["output"].shape == x.shape
+        if getattr(model, "predicts_mask", False):
+            assert parts["mask_logits"].shape == (2, 1, h, w)
+            assert parts["content"].shape == x.shape
+        sum(p.mean() for p in parts.values()).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
@@ -27,7 +30,7 @@ def test_tiny_inputs_are_padded_not_refused(name: str) -> None:
     model = build_model(name, in_channels=3, width=8, depth=3).eval()
     with torch.no_grad():
         for h, w in [(1, 1), (1, 17), (5, 3)]:
-            assert model(torch.rand(1, 3, h, w)).shape == (1, 3, h, w)
+            assert model_outputs(model(torch.rand(1, 3, h, w)))["output"].shape == (1, 3, h, w)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -37,7 +40,8 @@ def test_state_dict_round_trip(name: str) -> None:
     b.load_state_dict(a.state_dict())
     x = torch.rand(1, 3, 24, 40)
     with torch.no_grad():
-        assert torch.equal(a(x), b(x))
+        for key, value in model_outputs(a(x)).items():
+            assert torch.equal(value, model_outputs(b(x))[key]), key
 
 
 @pytest.mark.parametrize("norm", ["batch", "group", "none"])
@@ -46,12 +50,16 @@ def test_unet_norms(norm: str) -> None:
     assert model(torch.rand(2, 1, 20, 20)).shape == (2, 1, 20, 20)
 
 
-def test_unet_starts_as_identity() -> None:
-    # The residual head is zero-initialised: an untrained U-Net changes nothing.
-    model = build_model("unet", in_channels=3, width=8, depth=2).eval()
+@pytest.mark.parametrize("name", ["unet", "maskunet"])
+def test_residual_models_start_as_identity(name: str) -> None:
+    # The content head is zero-initialised: an untrained network changes nothing.
+    model = build_model(name, in_channels=3, width=8, depth=2).eval()
     x = torch.rand(1, 3, 33, 47)
     with torch.no_grad():
-        assert torch.equal(model(x), x)
+        parts = model_outputs(model(x))
+    assert torch.allclose(parts["output"], x, atol=1e-6)
+    if "mask_logits" in parts:
+        assert torch.sigmoid(parts["mask_logits"]).max() < 0.05  # "no annotation" at first
 
 
 def test_unknown_model_lists_choices() -> None:

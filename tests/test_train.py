@@ -106,3 +106,20 @@ def test_nan_loss_stops_with_a_clear_message(synth_dir: Path, tmp_path: Path) ->
     cfg.optim.grad_clip = 0
     with pytest.raises(TrainingError, match=r"loss became .* at step \d+"):
         train(cfg, device="cpu")
+
+
+def test_maskunet_on_the_fly_run(mask_run: Path) -> None:
+    ckpt = load_checkpoint(mask_run / "best.pt")
+    assert ckpt["arch"]["name"] == "maskunet"
+    assert ckpt["data"]["size"] is None
+    assert 0 < ckpt["inference"]["mask_threshold"] < 1
+    assert ckpt["inference"]["mask_dilate"] == 2
+    rows = [json.loads(x) for x in (mask_run / "metrics.jsonl").read_text().splitlines()]
+    assert 0 <= rows[-1]["val_mask_f1"] <= 1
+
+
+def test_on_the_fly_needs_clean_dir() -> None:
+    from annot_denoise.config import ConfigError
+
+    with pytest.raises(ConfigError, match="clean_dir"):
+        validate_config({"data": {"on_the_fly": True}})

@@ -1,0 +1,128 @@
+"""Applying networks to whole images: fidelity outside the mask, tiles, sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from annot_denoise.checkpoint import load_model
+from annot_denoise.inference import Restorer
+from annot_denoise.phantom import make_phantom
+
+
+class MarksAreBright(nn.Module):
+    """A stand-in mask-aware network: 'annotation' wherever the first channel is
+    above 0.9, content a flat 0.25 grey. Lets tests check exactly what is written."""
+
+    residual = True
+    predicts_mask = True
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = torch.where(x[:, :1] > 0.9, 10.0, -10.0)
+        content = torch.full_like(x, 0.25)
+        m = torch.sigmoid(logits)
+        return {"output": x * (1 - m) + content * m, "mask_logits": logits, "content": content}
+
+
+def _restorer(channels: int = 3, **kw) -> Restorer:
+    return Restorer(MarksAreBright(), channels=channels, device=torch.device("cpu"), **kw)
+
+
+def _scan(h: int, w: int, channels: int, dtype) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    top = 65535 if dtype == np.uint16 else 255
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    image = (rng.random(shape) * 0.6 * top).astype(dtype)
+    image[h // 2, 5 : w - 5] = top  # one bright 'annotation' line
+    return image
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("dilate", [0, 2])
+def test_outside_the_mask_is_copied_bit_for_bit(channels, dtype, dilate) -> None:
+    image = _scan(41, 57, channels, dtype)
+    result = _restorer(dilate=dilate).restore([image])[0]
+    out = result.image
+    assert out.shape == image.shape and out.dtype == image.dtype
+    assert np.array_equal(out[~result.mask], image[~result.mask])
+    line = np.zeros((41, 57), bool)
+    line[20, 5:52] = True
+    assert np.array_equal(result.detected, line)
+    assert result.mask.sum() >= line.sum() * (1 + dilate)  # grown by `dilate` px
+    top = 65535 if dtype == np.uint16 else 255
+    expected = round(0.25 * top)
+    repaired = out[result.mask] if channels == 1 else out[result.mask][:, :3]
+    assert np.all(np.abs(repaired.astype(int) - expected) <= 1)
+    if channels == 4:
+        assert np.array_equal(out[..., 3], image[..., 3])  # alpha untouched everywhere
+    assert result.changed == pytest.approx((out != image).reshape(41, 57, -1).any(2).mean())
+
+
+def test_threshold_decides_what_counts() -> None:
+    image = _scan(30, 30, 1, np.uint8)
+    assert _restorer(threshold=0.9999999).restore([image])[0].mask.sum() == 0
+
+
+def test_grey_scans_get_grey_repairs() -> None:
+    class TintedContent(MarksAreBright):
+        def forward(self, x):
+            parts = super().forward(x)
+            parts["content"] = parts["content"] + torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)
+            return parts
+
+    grey = np.repeat(_scan(30, 40, 1, np.uint8)[..., None], 3, axis=2)
+    r = Restorer(TintedContent(), channels=3, device=torch.device("cpu"))
+    out = r.restore([grey])[0]
+    fixed = out.image[out.mask]
+    assert np.all(fixed[:, 0] == fixed[:, 1]) and np.all(fixed[:, 1] == fixed[:, 2])
+
+
+def test_tiles_match_whole_image_inference(mask_run: Path) -> None:
+    model, ckpt = load_model(mask_run / "best.pt")
+    image = make_phantom(230, 310, np.random.default_rng(5))
+    whole = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), tile=1024, amp=False)
+    tiled = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), tile=96, amp=False)
+    net = whole._network_input(image)
+    a, b = whole._predict_native(net), tiled._predict_native(net)
+    # Probabilities and content agree closely: the blending leaves no seams.
+    assert np.abs(a["prob"] - b["prob"]).max() < 0.1
+    assert np.abs(a["content"] - b["content"]).mean() < 2 / 255
+
+
+def test_tiny_images_are_padded_not_refused(mask_run: Path) -> None:
+    model, ckpt = load_model(mask_run / "best.pt")
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    for shape in [(1, 1), (5, 7), (3, 40, 3)]:
+        image = np.full(shape, 90, np.uint8)
+        assert r.restore([image])[0].image.shape == shape
+
+
+def test_gpu_out_of_memory_falls_back_to_smaller_tiles(monkeypatch, caplog) -> None:
+    r = _restorer(tile=512)
+    real, calls = r._forward, []
+
+    def flaky(batch):
+        calls.append(batch.shape)
+        if batch.shape[1] > 256:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(batch)
+
+    monkeypatch.setattr(r, "_forward", flaky)
+    image = _scan(400, 300, 1, np.uint8)
+    with caplog.at_level("WARNING"):
+        out = r.restore([image])[0]
+    assert out.image.shape == image.shape
+    assert any("out of GPU memory" in m for m in caplog.messages)
+    assert calls[-1][1] <= 256
+
+
+def test_resize_mode_mask_models_keep_fidelity() -> None:
+    r = _restorer(size=(32, 32))
+    image = _scan(64, 80, 3, np.uint8)
+    result = r.restore([image])[0]
+    assert np.array_equal(result.image[~result.mask], image[~result.mask])
