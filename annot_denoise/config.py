@@ -110,6 +110,9 @@ class LossConfig(_Strict):
     mask_weight: float = Field(
         1.0, ge=0, description="maskunet: weight of the mask loss (BCE + Dice)"
     )
+    content_weight: float = Field(
+        10.0, ge=0, description="maskunet: weight of the content MSE on and around the marks"
+    )
 
 
 class OptimConfig(_Strict):
@@ -134,7 +137,9 @@ class TrainLoopConfig(_Strict):
     )
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps")
     max_minutes: float | None = Field(
-        None, gt=0, description="wall-time budget; the LR schedule is fitted to it after epoch 1"
+        None,
+        gt=0,
+        description="wall-time budget: training stops when it is spent; the LR schedule fits it",
     )
     samples: int = Field(4, ge=0, description="validation triplets saved to samples/ each epoch")
 

@@ -265,11 +265,7 @@ class SyntheticDataset(_Epochs, Dataset):
             self._scans = list(pool.map(self._load, self.paths))
 
     def _load(self, path: Path) -> np.ndarray:
-        image = split_alpha(read_image(path))[0]
-        if self.size:
-            h, w = self.size
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        return image
+        return split_alpha(read_image(path))[0]
 
     def __len__(self) -> int:
         return len(self._scans) * self.repeats
@@ -286,6 +282,9 @@ class SyntheticDataset(_Epochs, Dataset):
         clean, annot = convert(clean), convert(annot)
         if clean.ndim == 2:
             clean, annot = clean[..., None], annot[..., None]
+        if self.size:
+            # Drawn at the scan's own scale, then resized as a pair (the thesis way).
+            annot, clean, mask = resize_pair(annot, clean, mask, self.size)
         if self.patch:
             y, x = crop_box(mask.shape, self.patch, rng, mask)
             annot, clean, mask = crop([annot, clean, mask], y, x, self.patch)
@@ -304,7 +303,9 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
         train_paths, val_paths = split_pairs(good, d.val_split, seed)
         synth = dict(drawer=d.drawer, colors=d.colors, **common)
         train = SyntheticDataset(train_paths, repeats=d.repeats, augment=d.augment, **synth)
-        val = SyntheticDataset(val_paths, repeats=1, fixed=True, **synth)
+        # As many validation draws as training ones per scan: a handful of held-out
+        # scans alone would make a noisy validation loss.
+        val = SyntheticDataset(val_paths, repeats=d.repeats, fixed=True, **synth)
         return train, val, skipped
     pairs, skipped = check_pairs(find_pairs(d.root))
     if not pairs:

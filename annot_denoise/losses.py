@@ -69,6 +69,7 @@ def restoration_loss(
     mask_logits: torch.Tensor | None = None,
     content: torch.Tensor | None = None,
     mask_weight: float = 1.0,
+    content_weight: float = 10.0,
 ) -> torch.Tensor:
     """The configured training objective; the mask terms apply to mask-aware models."""
     loss = weighted_mse(pred, target, mask, alpha, beta)
@@ -77,5 +78,5 @@ def restoration_loss(
     if mask_logits is not None:
         loss = loss + mask_weight * mask_loss(mask_logits, mask)
     if content is not None:
-        loss = loss + content_loss(content, target, mask)
+        loss = loss + content_weight * content_loss(content, target, mask)
     return loss

@@ -102,7 +102,8 @@ def train(
     model = build_model(arch["name"], **arch["kwargs"]).to(dev, memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, cfg)
     # A one-element list so a wall-time budget can shorten the schedule after epoch 1.
-    horizon = [cfg.train.max_steps or cfg.train.epochs * len(loader)]
+    cap = cfg.train.max_steps or cfg.train.epochs * len(loader)
+    horizon = [cap]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, horizon))
     dtype = amp_dtype(dev, cfg.train.amp)
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
@@ -127,6 +128,7 @@ def train(
     writer = _tensorboard(run_dir, cfg.output.tensorboard)
 
     started, row, epoch, ckpt_step = time.perf_counter(), {}, start_epoch - 1, step
+    deadline = started + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
     for epoch in range(start_epoch, cfg.train.epochs):
         if step >= horizon[0]:
             break
@@ -148,15 +150,17 @@ def train(
                 horizon[0],
                 bar=bar,
                 writer=writer,
+                deadline=deadline,
             )
         seconds = time.perf_counter() - t0
-        if cfg.train.max_minutes and epoch == start_epoch:
-            # Fit the cosine schedule to the wall-time budget, measured on this epoch.
-            per_step = (time.perf_counter() - started) / max(step - ckpt_step, 1)
-            fit = step + int(
-                (cfg.train.max_minutes * 60 - (time.perf_counter() - started)) / per_step
-            )
-            horizon[0] = max(step + 1, min(horizon[0], fit))
+        if cfg.train.max_minutes:
+            # Fit the rest of the schedule to the wall-time budget, at the speed
+            # measured so far; the run ends at the first epoch end past the budget.
+            elapsed = time.perf_counter() - started
+            per_step = elapsed / max(step - ckpt_step, 1)
+            remaining = cfg.train.max_minutes * 60 - elapsed
+            fit = step + int(remaining / per_step) if remaining > 0 else step
+            horizon[0] = max(step, min(cap, fit))
         val = validate(model, val_loader, cfg, dev, dtype) if len(val_ds) else {}
         val_loss = val.get("val_loss", train_loss)
         row = {
@@ -231,12 +235,14 @@ def train_one_epoch(
     *,
     bar=None,
     writer=None,
+    deadline: float | None = None,
 ) -> tuple[float, int, int]:
-    """One pass over ``loader``; returns (mean loss, samples seen, global step)."""
+    """One pass over ``loader`` (ended early at ``total_steps`` or the ``deadline``,
+    a ``time.perf_counter()`` value); returns (mean loss, samples seen, global step)."""
     model.train()
     total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     for batch in loader:
-        if step >= total_steps:
+        if step >= total_steps or (deadline is not None and time.perf_counter() > deadline):
             break
         x, y, m = _to_device(batch, device)
         with autocast(device, dtype):
@@ -279,6 +285,7 @@ def objective(parts: dict, target: torch.Tensor, mask: torch.Tensor, cfg: TrainC
         mask_logits=parts.get("mask_logits"),
         content=parts.get("content"),
         mask_weight=cfg.loss.mask_weight,
+        content_weight=cfg.loss.content_weight,
     )
 
 

@@ -41,8 +41,8 @@ def command() -> str:
     return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
 
-def append_results(title: str, body: str) -> None:
-    """Append one dated section to bench/RESULTS.md."""
+def append_results(title: str, body: str, path: Path = RESULTS) -> None:
+    """Append one dated section to bench/RESULTS.md (or ``path``)."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"\n## {title} ({stamp})\n\n"

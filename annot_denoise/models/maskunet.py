@@ -38,14 +38,20 @@ class MaskUNet(nn.Module):
             nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in range(depth)
         )
         self.fuse = nn.ModuleList(conv_block(2 * chans[i], chans[i], norm) for i in range(depth))
-        fine = max(width // 4, 4)
+        fine = max(width // 2, 4)
         self.unfold = nn.Sequential(nn.Conv2d(chans[0], 4 * fine, 1), nn.PixelShuffle(2))
         self.refine = conv_block(fine + in_channels, fine, "none")
         self.mask_head = nn.Conv2d(fine, 1, 3, padding=1)
+        # Content comes mostly from the full-width decoder features (unfolded to
+        # full resolution), with a fine correction from the full-resolution stage.
+        self.content_coarse = nn.Sequential(
+            nn.Conv2d(chans[0], 4 * in_channels, 3, padding=1), nn.PixelShuffle(2)
+        )
         self.content_head = nn.Conv2d(fine, in_channels, 3, padding=1)
         # Start as "no annotation anywhere, content = input": the identity.
-        nn.init.zeros_(self.content_head.weight)
-        nn.init.zeros_(self.content_head.bias)
+        for head in (self.content_coarse[0], self.content_head):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
         nn.init.constant_(self.mask_head.bias, -4.0)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -57,9 +63,10 @@ class MaskUNet(nn.Module):
         y = skips.pop()
         for i in reversed(range(self.depth)):
             y = self.fuse[i](torch.cat([self.up[i](y), skips.pop()], dim=1))
-        y = self.refine(torch.cat([self.unfold(y), padded], dim=1))
-        logits = self.mask_head(y)[..., :h, :w]
-        content = (padded + self.content_head(y))[..., :h, :w]
+        fine = self.refine(torch.cat([self.unfold(y), padded], dim=1))
+        logits = self.mask_head(fine)[..., :h, :w]
+        delta = self.content_coarse(y) + self.content_head(fine)
+        content = (padded + delta)[..., :h, :w]
         m = torch.sigmoid(logits.float())
         output = x * (1 - m) + content.float() * m
         return {"output": output, "mask_logits": logits, "content": content}

@@ -197,16 +197,22 @@ _PARTS: dict[str, Callable[..., object]] = {
 
 
 def _mixed(
-    painter: Painter, scene: Scene, rng: np.random.Generator, palette: Palette, rec: dict
+    painter: Painter,
+    scene: Scene,
+    rng: np.random.Generator,
+    palette: Palette,
+    rec: dict,
+    parts: Sequence[str] | None = None,
 ) -> None:
-    names = [name for name, p in MIXED_ODDS.items() if rng.random() < p]
+    odds_by_name = {k: v for k, v in MIXED_ODDS.items() if parts is None or k in parts}
+    names = [name for name, p in odds_by_name.items() if rng.random() < p]
     if not names:
-        odds = np.array(list(MIXED_ODDS.values()))
-        names = [list(MIXED_ODDS)[int(rng.choice(len(odds), p=odds / odds.sum()))]]
+        odds = np.array(list(odds_by_name.values()))
+        names = [list(odds_by_name)[int(rng.choice(len(odds), p=odds / odds.sum()))]]
     # Calipers come before the readout and labels that refer to them.
     order = ["colorbar", "shapes", "markers", "arrows", "calipers", "measurements", "text"]
     pairs = None
-    parts = []
+    drawn = []
     for name in sorted(names, key=order.index):
         sub: dict = {"drawer": name}
         kwargs: dict = {}
@@ -220,8 +226,8 @@ def _mixed(
         result = _PARTS[name](painter, scene, rng, palette, sub, **kwargs)
         if name == "calipers":
             pairs = result
-        parts.append(sub)
-    rec.update(parts=parts)
+        drawn.append(sub)
+    rec.update(parts=drawn)
 
 
 def draw_mixed(
@@ -231,13 +237,20 @@ def draw_mixed(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    parts: Sequence[str] | None = None,
 ) -> np.ndarray:
     """A random combination of the other drawers, labels often next to the calipers.
 
     Draws in place; returns the boolean HxW mask of the pixels it painted. ``record`` gets
-    ``{"parts": [{"drawer": name, ...}, ...]}``.
+    ``{"parts": [{"drawer": name, ...}, ...]}``. ``parts`` limits the drawers it may
+    combine (e.g. to hold one style out of training).
     """
-    return _run(_mixed, image, rng, region, colors, record)
+    unknown = set(parts or ()) - set(MIXED_ODDS)
+    if unknown or (parts is not None and not parts):
+        raise ValueError(
+            f"unknown or no mixed parts {sorted(unknown)}; choose from {list(MIXED_ODDS)}"
+        )
+    return _run(_mixed, image, rng, region, colors, record, parts=parts)
 
 
 DRAWERS: dict[str, Callable[..., np.ndarray]] = {

@@ -1,0 +1,181 @@
+"""Quality benchmark: learned methods against the baselines, same images, same budget.
+
+    python bench/quality.py [--minutes 10] [--device auto] [--out /tmp/quality-bench]
+
+Phantom scans (training and held-out test seeds; test sizes up to 1500x1000),
+annotations from every built-in drawer, one drawer (``--held-out``, default
+arrows) kept out of training to measure generalisation to an unseen style.
+Each learned method trains on the fly for the same wall-time budget: ``maskunet``
+and ``unet`` on native-scale patches, and the thesis reference (grey autoencoder
+at 336x544, SGD). All methods are evaluated on both test sets; the tables are
+printed and appended to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import append_results, markdown_table  # noqa: E402
+
+TRAIN_SIZES = [(336, 544), (480, 640), (600, 800)]
+TEST_SIZES = [(336, 544), (600, 800), (1000, 1500)]
+
+
+def make_scans(out: Path, count: int, sizes, seed: int) -> Path:
+    from annot_denoise.io import write_image
+    from annot_denoise.phantom import make_phantom
+
+    for i in range(count):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+        h, w = sizes[i % len(sizes)]
+        image = make_phantom(h, w, rng, color=bool(i % 3 == 2))
+        write_image(out / f"scan_{h}x{w}_{i:03d}.png", image)
+    return out
+
+
+def method_configs(args, clean_dir: Path, run_root: Path) -> dict[str, dict]:
+    common_data = {
+        "on_the_fly": True,
+        "clean_dir": str(clean_dir),
+        "drawer": "heldout:draw_seen",
+        "colors": ["white", "yellow", "cyan", "green"],
+        "repeats": 8,
+        "val_split": 0.1,
+    }
+    budget = {"epochs": 10_000, "max_minutes": args.minutes, "workers": args.workers}
+    patch = {"size": None, "patch": args.patch}
+    return {
+        "maskunet": {
+            "data": {**common_data, **patch},
+            "model": {"arch": "maskunet", "width": args.width, "depth": 3},
+            "optim": {"name": "adamw", "lr": 2e-3},
+            "train": {"batch_size": args.batch, **budget},
+            "output": {"dir": str(run_root / "maskunet")},
+        },
+        "unet": {
+            "data": {**common_data, **patch},
+            "model": {"arch": "unet", "width": args.width, "depth": 4},
+            "optim": {"name": "adamw", "lr": 2e-3},
+            "train": {"batch_size": args.batch, **budget},
+            "output": {"dir": str(run_root / "unet")},
+        },
+        "reference": {  # the thesis: grey autoencoder at 336x544, SGD with momentum
+            "data": {**common_data, "size": [336, 544], "patch": None, "channels": 1},
+            "model": {"arch": "autoencoder", "width": 32, "depth": 4},
+            "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "scheduler": "constant"},
+            "train": {"batch_size": 8, **budget},
+            "output": {"dir": str(run_root / "reference")},
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per method")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/quality-bench"))
+    parser.add_argument("--held-out", default="arrows")
+    parser.add_argument("--train-scans", type=int, default=96)
+    parser.add_argument("--test-scans", type=int, default=6, help="per test size")
+    parser.add_argument("--patch", type=int, default=192)
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--width", type=int, default=24)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods", default="maskunet,unet,reference")
+    parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument("--results", type=Path, help="append there instead of bench/RESULTS.md")
+    parser.add_argument("--keep", type=Path, help="copy each method's best.pt into this folder")
+    args = parser.parse_args()
+    os.environ["ANNOT_DENOISE_HELD_OUT"] = args.held_out
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+
+    import heldout
+
+    from annot_denoise.checkpoint import load_model
+    from annot_denoise.config import validate_config
+    from annot_denoise.evaluate import evaluate
+    from annot_denoise.inference import Restorer
+    from annot_denoise.runtime import resolve_device
+    from annot_denoise.synth.pipeline import synth
+    from annot_denoise.train import train
+
+    device = resolve_device(args.device)
+    out = args.out
+    clean_train = make_scans(out / "scans" / "train", args.train_scans, TRAIN_SIZES, seed=0)
+    clean_test = make_scans(out / "scans" / "test", args.test_scans * 3, TEST_SIZES, seed=10_000)
+    colors = list(heldout.COLORS)
+    sets = {
+        "seen styles": synth(clean_test, out / "test" / "seen", drawer="heldout:draw_seen",
+                             seed=1, colors=colors).out_dir,
+        f"held-out style ({args.held_out})": synth(clean_test, out / "test" / "heldout",
+                                                  drawer=args.held_out, seed=2,
+                                                  colors=colors).out_dir,
+    }  # fmt: skip
+
+    runs, restorers = {}, {}
+    for name, raw in method_configs(args, clean_train, out / "runs").items():
+        if name not in args.methods.split(","):
+            continue
+        cfg = validate_config(raw, f"<bench {name}>")
+        for leftover in ("last.pt", "best.pt", "metrics.jsonl"):
+            (Path(cfg.output.dir) / leftover).unlink(missing_ok=True)
+        started = time.perf_counter()
+        result = train(cfg, device=str(device))
+        runs[name] = {"steps": result.steps, "seconds": time.perf_counter() - started,
+                      "samples": result.steps * cfg.train.batch_size}  # fmt: skip
+        model, ckpt = load_model(Path(cfg.output.dir) / "best.pt", device)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(cfg.output.dir) / "best.pt", args.keep / f"{name}.pt")
+        restorers[name] = Restorer.from_checkpoint(model, ckpt, device)
+        print(f"{name}: {result.steps} steps in {runs[name]['seconds']:.0f} s", flush=True)
+
+    tables = []
+    for label, data_dir in sets.items():
+        report = evaluate(data_dir, restorers, out / "eval" / label.split()[0])
+        per_image = [r for r in report.per_image if r["method"] == "maskunet"]
+        worst_outside = max((r["change_outside"] for r in per_image), default=float("nan"))
+        rows = []
+        for name, m in report.methods.items():
+            mask = [f"{m[k]:.3f}" if k in m else "-" for k in ("precision", "recall", "f1", "iou")]
+            rows.append([name, f"{m['psnr']:.2f}", f"{m['ssim']:.4f}", f"{m['psnr_mask']:.2f}",
+                         f"{m['change_outside']:.3f}", *mask])  # fmt: skip
+        table = markdown_table(
+            ["method", "PSNR dB", "SSIM", "PSNR in mask dB", "change outside mask+3px",
+             "mask P", "mask R", "mask F1", "mask IoU"], rows,
+        )  # fmt: skip
+        n = json.loads((report.out_dir / "report.json").read_text())["images"]
+        tables.append(
+            f"**{label}**: {n} test scans ({', '.join(f'{w}x{h}' for h, w in TEST_SIZES)}), "
+            f"maskunet's largest per-image change outside mask+3px: {worst_outside:.3f}\n\n{table}"
+        )
+    budget = ", ".join(
+        f"{k}: {v['steps']} steps / {v['samples']} samples in {v['seconds']:.0f} s"
+        for k, v in runs.items()
+    )
+    body = (
+        f"Training budget {args.minutes:g} min per method on {device} ({budget}); "
+        f"{args.train_scans} training phantoms, annotations drawn on the fly; held-out "
+        f"drawer: {args.held_out}.\n\n" + "\n".join(tables)
+    )
+    print(body)
+    if not args.no_record:
+        title = "Quality: learned methods vs baselines (issue 3)"
+        append_results(title, body, **({"path": args.results} if args.results else {}))
+
+
+if __name__ == "__main__":
+    main()
