@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean-venv docs-config
+.PHONY: demo test lint format install clean-venv docs-config default-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,8 @@ docs-config: $(VENV)/.installed
 	$(BIN)/python -c "import re, pathlib; from annot_denoise.config import reference_markdown as r; \
 	p = pathlib.Path('docs/config.md'); t = p.read_text(); \
 	p.write_text(re.sub(r'(<!-- generated.*?-->\n).*?(\n## Notes)', lambda m: m.group(1) + r() + m.group(2), t, flags=re.S))"
+
+# Reproduce the shipped default model (see docs/default-model.md); wants a GPU.
+default-model: $(VENV)/.installed
+	$(BIN)/annot-denoise phantoms data/default-phantoms --count 600 --varied --seed 0 --workers 8
+	$(BIN)/annot-denoise train examples/default-model.yaml

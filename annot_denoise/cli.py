@@ -237,11 +237,24 @@ def phantoms_cmd(
     height: Annotated[int, typer.Option(min=16, help="Image height in pixels.")] = 336,
     width: Annotated[int, typer.Option(min=16, help="Image width in pixels.")] = 544,
     color: Annotated[bool, typer.Option(help="Write 3-channel RGB scans.")] = False,
+    varied: Annotated[
+        bool,
+        typer.Option(help="Random sizes (240-1200 px) and a third RGB; ignores size and colour."),
+    ] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (0 = this process).")] = 0,
 ) -> None:
     """Write procedural ultrasound-like scans (the embedded demo data)."""
     from annot_denoise.phantom import write_phantoms
 
-    paths = write_phantoms(out_dir, count, seed=seed, size=(height, width), color=color)
+    paths = write_phantoms(
+        out_dir,
+        count,
+        seed=seed,
+        size=(height, width),
+        color=color,
+        varied=varied,
+        workers=workers,
+    )
     out.print(f"wrote {len(paths)} phantom scans to {out_dir}")
 
 

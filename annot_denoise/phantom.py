@@ -122,21 +122,48 @@ def write_phantoms(
     geometry: Literal["sector", "linear", "auto"] = "auto",
     color: bool = False,
     vendor_text: bool = False,
+    varied: bool = False,
+    workers: int = 0,
 ) -> list[Path]:
     """Write ``phantom_0000.png`` ... (``size`` is height, width) under ``out_dir``.
 
-    Image i comes from ``SeedSequence([seed, i])``, so it is the same whatever ``count``.
+    Image i comes from ``SeedSequence([seed, i])``, so it is the same whatever ``count``
+    or ``workers`` (processes; 0 or 1 = this one). ``varied`` ignores ``size`` and
+    ``color``: each scan gets its own size (240 to 1200 px a side, portrait to wide),
+    and a third of them are RGB, for training sets that must cover what scanners produce.
     """
-    paths = []
-    for i in range(count):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
-        image = make_phantom(
-            size[0], size[1], rng, geometry=geometry, color=color, vendor_text=vendor_text
+    jobs = [
+        (
+            Path(out_dir) / f"phantom_{i:04d}.png",
+            seed,
+            i,
+            size,
+            geometry,
+            color,
+            vendor_text,
+            varied,
         )
-        path = Path(out_dir) / f"phantom_{i:04d}.png"
-        write_image(path, image)
-        paths.append(path)
-    return paths
+        for i in range(count)
+    ]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(_write_one, jobs, chunksize=8))
+    return [_write_one(job) for job in jobs]
+
+
+def _write_one(job: tuple) -> Path:
+    path, seed, i, size, geometry, color, vendor_text, varied = job
+    rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+    h, w, rgb = size[0], size[1], color
+    if varied:
+        h = int(rng.integers(240, 1001))
+        w = int(np.clip(h * rng.uniform(0.8, 1.8), 240, 1200))
+        rgb = bool(rng.random() < 1 / 3)
+    image = make_phantom(h, w, rng, geometry=geometry, color=rgb, vendor_text=vendor_text)
+    write_image(path, image)
+    return path
 
 
 def _smooth_noise(

@@ -50,11 +50,10 @@ def append_results(title: str, body: str, path: Path = RESULTS) -> None:
         f"- command: `{command()}`\n\n"
         f"{body.rstrip()}\n"
     )
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# Benchmark results\n\nEvery section is appended by a script in bench/.\n"
-        )
-    with RESULTS.open("a", encoding="utf-8") as fh:
+    path = Path(path)
+    if not path.exists():
+        path.write_text("# Benchmark results\n\nEvery section is appended by a script in bench/.\n")
+    with path.open("a", encoding="utf-8") as fh:
         fh.write(section)
 
 
@@ -62,3 +61,21 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def record_speedup(speedup: float, label: str, path: Path = RESULTS) -> None:
+    """Keep one line per machine under the ``## Speed`` heading, in the fixed form
+    ``clean speed-up over the reference loop: N.Nx (machine)`` that scripts read."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    line = f"clean speed-up over the reference loop: {speedup:.1f}x ({label})"
+    lines = text.splitlines()
+    if "## Speed" not in lines:
+        lines += ["", "## Speed", ""]
+    start = lines.index("## Speed") + 1
+    end = start
+    while end < len(lines) and not lines[end].startswith("#"):
+        end += 1
+    kept = [x for x in lines[start:end] if x.strip() and not x.endswith(f"({label})")]
+    lines[start:end] = ["", *kept, line, ""]
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

@@ -1,0 +1,298 @@
+"""Speed benchmark: clean throughput against the reference loop and the I/O ceiling,
+training throughput, the compute ceiling, and peak memory on a 4000x4000 scan.
+
+    python bench/speed.py [--device auto] [--images 200] [--model PATH] [--out /tmp/speed-bench]
+
+Everything runs in one process on one machine, on the same images: 960x540
+phantom scans written as PNG. ``--model`` times a trained checkpoint; without it
+an untrained network of the default architecture (maskunet, width 24, depth 3)
+is timed, which costs the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import append_results, machine, markdown_table, record_speedup  # noqa: E402
+
+DEFAULT_ARCH = {"name": "maskunet", "kwargs": {"in_channels": 3, "width": 24, "depth": 3}}
+REFERENCE_ARCH = {"name": "autoencoder", "kwargs": {"in_channels": 1, "width": 32, "depth": 4}}
+
+
+def make_inputs(folder: Path, count: int) -> list[Path]:
+    from annot_denoise.io import write_image
+    from annot_denoise.phantom import make_phantom
+    from annot_denoise.synth.pipeline import annotate, item_rng
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"scan_{i:04d}.png"
+        if not path.exists():
+            scan = make_phantom(540, 960, np.random.default_rng(i))
+            _, annotated, _, _ = annotate(scan, "mixed", item_rng(0, path.name, 0))
+            write_image(path, annotated)
+        paths.append(path)
+    return paths
+
+
+def checkpoint_for(arch: dict, data: dict, path: Path) -> Path:
+    """An untrained checkpoint of ``arch`` (speed does not depend on the weights)."""
+    from annot_denoise.checkpoint import save_checkpoint
+    from annot_denoise.models import build_model
+
+    model = build_model(arch["name"], **arch["kwargs"])
+    save_checkpoint(path, {"arch": arch, "data": data, "model": model.state_dict()})
+    return path
+
+
+def time_io_ceiling(paths: list[Path], out: Path, workers: int) -> float:
+    """Decode + encode only (same reader, writer and threads as clean)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from annot_denoise.io import read_image, write_image
+
+    def one(p: Path) -> None:
+        write_image(out / p.name, read_image(p))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, paths))
+    return time.perf_counter() - start
+
+
+def time_clean(paths: list[Path], out: Path, ckpt: Path, device, batch: int, workers: int) -> float:
+    from annot_denoise.checkpoint import load_model
+    from annot_denoise.clean import clean
+    from annot_denoise.inference import Restorer
+
+    model, meta = load_model(ckpt, device)
+    restorer = Restorer.from_checkpoint(model, meta, device, batch_size=batch)
+    restorer.restore([np.zeros((540, 960), np.uint8)])  # warm-up (kernels, allocator)
+    start = time.perf_counter()
+    clean(paths[0].parent, out, restorer, batch_size=batch, workers=workers, overwrite=True)
+    return time.perf_counter() - start
+
+
+def time_reference_loop(paths: list[Path], out: Path, ckpt: Path, device) -> float:
+    """The thesis loop: one image at a time, PIL, grey, 336x544, autoencoder, resize back."""
+    import torch
+    from PIL import Image
+
+    from annot_denoise.checkpoint import load_model
+
+    model, _ = load_model(ckpt, device)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for p in paths:
+            img = Image.open(p).convert("L")
+            size = img.size
+            x = np.asarray(img.resize((544, 336), Image.BILINEAR), np.float32) / 255.0
+            y = model(torch.from_numpy(x)[None, None].to(device))[0, 0].float().cpu().numpy()
+            res = Image.fromarray((np.clip(y, 0, 1) * 255).astype(np.uint8)).resize(size)
+            res.save(out / p.name)
+    return time.perf_counter() - start
+
+
+def time_training(device, dtype, channels_last: bool, compile_: bool, steps: int) -> float:
+    """Samples/s of the default architecture's training step at 256x256, batch 16."""
+    import torch
+
+    from annot_denoise.config import TrainConfig
+    from annot_denoise.models import build_model, model_outputs
+    from annot_denoise.runtime import autocast
+    from annot_denoise.train import objective
+
+    torch.manual_seed(0)
+    model = build_model(DEFAULT_ARCH["name"], **DEFAULT_ARCH["kwargs"]).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    step_model = torch.compile(model) if compile_ else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cfg = TrainConfig()
+    x = torch.rand(16, 3, 256, 256, device=device).contiguous(memory_format=fmt)
+    y = x.clone()
+    m = (torch.rand(16, 1, 256, 256, device=device) > 0.97).float()
+
+    def step() -> None:
+        with autocast(device, dtype):
+            parts = model_outputs(step_model(x))
+        loss = objective(parts, y, m, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3 if not compile_ else 5):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return 16 * steps / (time.perf_counter() - start)
+
+
+def flops_per_image(height: int, width: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from annot_denoise.models import build_model
+
+    model = build_model(DEFAULT_ARCH["name"], **DEFAULT_ARCH["kwargs"]).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.rand(1, 3, height, width))
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(device, dtype) -> float:
+    """Dense matmul FLOP/s, the machine's compute ceiling for this dtype."""
+    import torch
+
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.rand(n, n, device=device, dtype=dtype)
+    b = torch.rand(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps = 20 if device.type == "cuda" else 5
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def peak_memory_4000(ckpt: Path, device) -> str:
+    """Clean one 4000x4000 scan in a fresh process; its peak RSS (and GPU peak)."""
+    code = f"""
+import json, resource, numpy as np, torch
+from annot_denoise.checkpoint import load_model
+from annot_denoise.inference import Restorer
+from annot_denoise.phantom import make_phantom
+dev = torch.device({str(device)!r})
+model, meta = load_model({str(Path(ckpt).resolve())!r}, dev)
+r = Restorer.from_checkpoint(model, meta, dev)
+image = make_phantom(4000, 4000, np.random.default_rng(0), color=True)
+if dev.type == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+r.restore([image])
+gpu = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+print(json.dumps({{"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "gpu_mb": gpu}}))
+"""
+    # From the repository root, so the package imports whether or not it is installed.
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=HERE.parent
+    )
+    peak = json.loads(result.stdout.strip().splitlines()[-1])
+    text = f"{peak['rss_mb']:.0f} MB peak RSS"
+    if peak["gpu_mb"] is not None:
+        text += f", {peak['gpu_mb']:.0f} MB max_memory_allocated on the GPU"
+    return text
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--model", type=Path, help="a trained checkpoint to time instead")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4, help="clean's read/write threads")
+    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/speed-bench"))
+    parser.add_argument("--results", type=Path, help="append there instead of bench/RESULTS.md")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from annot_denoise.runtime import amp_dtype, resolve_device
+
+    device = resolve_device(args.device)
+    out = args.out
+    paths = make_inputs(out / "inputs", args.images)
+    ckpt = args.model or checkpoint_for(DEFAULT_ARCH, {"channels": 3, "size": None},
+                                        out / "default-arch.pt")  # fmt: skip
+    ref_ckpt = checkpoint_for(REFERENCE_ARCH, {"channels": 1, "size": [336, 544]}, out / "ref.pt")
+    n, mpx = len(paths), len(paths) * 960 * 540 / 1e6
+
+    t_io = time_io_ceiling(paths, out / "io", args.workers)
+    t_ours = time_clean(paths, out / "ours", ckpt, device, args.batch, args.workers)
+    t_ref = time_reference_loop(paths, out / "ref", ref_ckpt, device)
+    rows = [
+        ["decode + encode only (I/O ceiling)", f"{n / t_io:.1f}", f"{mpx / t_io:.1f}", "-"],
+        ["annot-denoise clean (maskunet, native 960x540)", f"{n / t_ours:.1f}",
+         f"{mpx / t_ours:.1f}", f"{t_ref / t_ours:.1f}x"],
+        ["reference loop (autoencoder at 336x544)", f"{n / t_ref:.1f}", f"{mpx / t_ref:.1f}",
+         "1.0x"],
+    ]  # fmt: skip
+    clean_table = markdown_table(["pipeline", "images/s", "Mpx/s", "vs reference"], rows)
+
+    dtype = amp_dtype(device, True)
+    train_rows = [
+        ["eager fp32", f"{time_training(device, None, False, False, args.train_steps):.0f}"]
+    ]
+    if dtype is not None:
+        name = str(dtype).removeprefix("torch.")
+        train_rows.append(
+            [
+                f"{name} autocast + channels_last",
+                f"{time_training(device, dtype, True, False, args.train_steps):.0f}",
+            ]
+        )
+        if device.type == "cuda":
+            train_rows.append(
+                [
+                    f"{name} autocast + channels_last + torch.compile",
+                    f"{time_training(device, dtype, True, True, args.train_steps):.0f}",
+                ]
+            )
+    train_table = markdown_table(["training step (256x256, batch 16)", "samples/s"], train_rows)
+
+    flops = flops_per_image(540, 960)
+    rate_dtype = dtype or torch.float32
+    rate = matmul_rate(device, rate_dtype)
+    ceiling = rate / flops
+    fraction = (n / t_ours) / ceiling
+    memory = peak_memory_4000(ckpt, device)
+
+    label = machine()
+    body = (
+        f"{n} phantom scans, 960x540 PNG in and out, device {device}, batch {args.batch}, "
+        f"{args.workers} I/O threads.\n\n{clean_table}\n{train_table}\n"
+        f"- compute ceiling: {flops / 1e9:.1f} GFLOP per 960x540 image (default architecture), "
+        f"dense {str(rate_dtype).removeprefix('torch.')} matmul at {rate / 1e12:.2f} TFLOP/s "
+        f"-> {ceiling:.0f} images/s; clean reaches {fraction:.1%} of it "
+        f"(and {t_io / t_ours:.0%} of the I/O ceiling).\n"
+        f"- clean of one 4000x4000 RGB scan: {memory}.\n"
+    )
+    print(body)
+    print(f"clean speed-up over the reference loop: {t_ref / t_ours:.1f}x ({label})")
+    if not args.no_record:
+        where = {"path": args.results} if args.results else {}
+        append_results("Speed (issue 5)", body, **where)
+        record_speedup(t_ref / t_ours, label, **where)
+
+
+if __name__ == "__main__":
+    main()
