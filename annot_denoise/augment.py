@@ -31,9 +31,11 @@ def augment_scan(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
     resized = cv2.resize(np.ascontiguousarray(out), size, interpolation=interp)
     if resized.ndim == 2 and out.ndim == 3:
         resized = resized[..., None]
-    f = to_float(resized)
-    f = np.power(np.clip(f * params["gain"], 0, 1), params["gamma"])
-    return from_float(f, image.dtype), params
+    # Gain and gamma through a lookup table: one pass over the pixels.
+    levels = np.arange(np.iinfo(image.dtype).max + 1, dtype=image.dtype)
+    table = from_float(np.power(np.clip(to_float(levels) * params["gain"], 0, 1), params["gamma"]),
+                       image.dtype)  # fmt: skip
+    return table[resized], params
 
 
 def crop_box(
@@ -69,3 +71,20 @@ def crop(arrays: Sequence[np.ndarray], y: int, x: int, patch: int) -> list[np.nd
             piece = np.pad(piece, pad)
         out.append(piece)
     return out
+
+
+def window(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``side`` x ``side`` view of ``image`` around a random non-black pixel
+    (the scan's content, not the black margin); small images come back whole."""
+    h, w = image.shape[:2]
+    if h <= side and w <= side:
+        return image
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    for _ in range(8):  # a few tries find the content of any real scan
+        y, x = int(rng.integers(h)), int(rng.integers(w))
+        if np.any(image[y, x] > 0):
+            cy, cx = y, x
+            break
+    y0 = int(np.clip(cy - side // 2, 0, max(h - side, 0)))
+    x0 = int(np.clip(cx - side // 2, 0, max(w - side, 0)))
+    return image[y0 : y0 + side, x0 : x0 + side]

@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
-from annot_denoise.augment import augment_scan, crop, crop_box
+from annot_denoise.augment import augment_scan, crop, crop_box, window
 from annot_denoise.io import (
     ImageReadError,
+    differs,
     list_images,
     read_image,
     split_alpha,
@@ -140,8 +141,7 @@ def load_pair(pair: Pair, channels: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def annotation_mask(annotated: np.ndarray, clean: np.ndarray) -> np.ndarray:
     """Pixels where any channel differs (alpha ignored)."""
-    a, c = to_rgb(annotated), to_rgb(clean)
-    return np.any(a != c, axis=2)
+    return differs(split_alpha(annotated)[0], split_alpha(clean)[0])
 
 
 def resize_pair(
@@ -179,7 +179,12 @@ def as_item(annot: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict[str,
 class _Epochs:
     """Per-item generators seeded by (seed, epoch, index): reproducible whatever the
     worker count or rank, and different every epoch. Validation sets are ``fixed``:
-    the same crops and annotations every epoch, so their losses compare."""
+    the same crops and annotations every epoch, so their losses compare.
+
+    The epoch reaches DataLoader workers inside the index (see :class:`EpochSampler`):
+    index ``e * len(dataset) + i`` is item ``i`` in epoch ``e``, so workers can stay
+    alive across epochs. ``set_epoch`` sets it for direct use.
+    """
 
     seed: int = 0
     epoch: int = 0
@@ -188,9 +193,34 @@ class _Epochs:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def split_index(self, index: int) -> tuple[int, int]:
+        """(epoch, item) for a possibly epoch-encoded index."""
+        extra, item = divmod(index, len(self))
+        return self.epoch + extra, item
+
     def item_rng(self, index: int) -> np.random.Generator:
-        epoch = 0 if self.fixed else self.epoch + 1
-        return np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index]))
+        epoch, item = self.split_index(index)
+        epoch = 0 if self.fixed else epoch + 1
+        return np.random.default_rng(np.random.SeedSequence([self.seed, epoch, item]))
+
+
+class EpochSampler(Sampler):
+    """Wraps a sampler so each index carries its epoch (``epoch * size + i``)."""
+
+    def __init__(self, base: Sampler, size: int) -> None:
+        self.base, self.size, self.epoch = base, size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.base, "set_epoch"):  # DistributedSampler reshuffles by epoch
+            self.base.set_epoch(epoch)
+
+    def __iter__(self):
+        offset = self.epoch * self.size
+        return (offset + i for i in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
 
 
 class PairedDataset(_Epochs, Dataset):
@@ -228,7 +258,8 @@ class PairedDataset(_Epochs, Dataset):
         return annot, clean, mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        annot, clean, mask = self._cache[index] if self._cache is not None else self._load(index)
+        item = self.split_index(index)[1]
+        annot, clean, mask = self._cache[item] if self._cache is not None else self._load(item)
         if self.patch:
             y, x = crop_box(mask.shape, self.patch, self.item_rng(index), mask)
             annot, clean, mask = crop([annot, clean, mask], y, x, self.patch)
@@ -274,7 +305,11 @@ class SyntheticDataset(_Epochs, Dataset):
         from annot_denoise.synth.pipeline import annotate
 
         rng = self.item_rng(index)
-        scan = self._scans[index % len(self._scans)]
+        scan = self._scans[self.split_index(index)[1] % len(self._scans)]
+        if self.patch and not self.size:
+            # Draw on a window a few patches wide, not the whole scan: the cost per
+            # sample halves on large scans and marks keep their on-screen size.
+            scan = window(scan, int(self.patch * 2.5), rng)
         if self.augment:
             scan, _ = augment_scan(scan, rng)
         clean, annot, mask, _ = annotate(scan, self.drawer, rng, colors=self.colors)

@@ -27,7 +27,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from annot_denoise.io import from_float, merge_alpha, split_alpha, to_float, to_grey, to_rgb
+from annot_denoise.io import (
+    differs,
+    from_float,
+    merge_alpha,
+    split_alpha,
+    to_float,
+    to_grey,
+    to_rgb,
+)
 from annot_denoise.models import model_outputs
 from annot_denoise.runtime import amp_dtype, autocast
 
@@ -117,9 +125,10 @@ class Restorer:
         """B x h x w x C floats -> numpy outputs (``output``, ``content``, ``prob``)."""
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
+        kwargs = {"threshold": self.threshold, "dilate": self.dilate} if self.predicts_mask else {}
         with torch.inference_mode():
             with autocast(self.device, self.dtype):
-                parts = model_outputs(self.model(x))
+                parts = model_outputs(self.model(x, **kwargs))
             out = {"output": parts["output"].float().permute(0, 2, 3, 1).cpu().numpy()}
             if "mask_logits" in parts:
                 out["prob"] = torch.sigmoid(parts["mask_logits"].float())[:, 0].cpu().numpy()
@@ -193,8 +202,8 @@ class Restorer:
         detected = pred["prob"] > self.threshold
         hard = detected
         if self.dilate > 0 and hard.any():
-            k = 2 * self.dilate + 1
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+            # A square kernel, as the network's own hole (max pooling) uses.
+            kernel = np.ones((2 * self.dilate + 1,) * 2, np.uint8)
             hard = cv2.dilate(hard.view(np.uint8), kernel).astype(bool)
         out = color.copy()
         if hard.any():
@@ -234,8 +243,7 @@ def _grey_scan(color: np.ndarray, mask: np.ndarray) -> bool:
 
 
 def _changed(a: np.ndarray, b: np.ndarray) -> float:
-    diff = a != b
-    return float((diff.any(axis=2) if diff.ndim == 3 else diff).mean())
+    return float(differs(a, b).mean())
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

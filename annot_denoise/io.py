@@ -227,6 +227,20 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     return np.clip(grey + 0.5, 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
+def differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """HxW bool: pixels where any channel of ``a`` and ``b`` differs.
+
+    One channel at a time: numpy's reductions over a short last axis are several
+    times slower, and this runs on every synthesised sample.
+    """
+    if a.ndim == 2:
+        return a != b
+    out = a[..., 0] != b[..., 0]
+    for c in range(1, a.shape[2]):
+        out |= a[..., c] != b[..., c]
+    return out
+
+
 def describe(image: np.ndarray) -> str:
     """Short human description, e.g. '544x336 RGB 8-bit'."""
     h, w = image.shape[:2]

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from torchvision.utils import make_grid
 
 from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
 from annot_denoise.config import TrainConfig, dump_config
-from annot_denoise.data import build_datasets
+from annot_denoise.data import EpochSampler, build_datasets
 from annot_denoise.io import atomic_write_text, from_float, write_image
 from annot_denoise.losses import restoration_loss
 from annot_denoise.models import build_model, model_outputs
@@ -76,17 +76,17 @@ def train(
         "%d training samples, %d validation samples, device %s", len(train_ds), len(val_ds), dev
     )
     shuffle = torch.Generator()
+    sampler = EpochSampler(RandomSampler(train_ds, generator=shuffle), len(train_ds))
     loader = DataLoader(
         train_ds,
         batch_size=cfg.train.batch_size,
-        shuffle=True,
+        sampler=sampler,
         drop_last=len(train_ds) > cfg.train.batch_size,
         num_workers=cfg.train.workers,
         pin_memory=dev.type == "cuda",
-        # Workers are re-forked each epoch so they see the dataset's new epoch
-        # (per-item seeds depend on it); the scans they read are cached before.
-        persistent_workers=False,
-        generator=shuffle,
+        # Workers live across epochs: the epoch travels inside each index.
+        persistent_workers=cfg.train.workers > 0,
+        prefetch_factor=4 if cfg.train.workers > 0 else None,
     )
     val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, num_workers=0)
 
@@ -134,7 +134,7 @@ def train(
             break
         # Re-seeding per epoch makes a resumed run shuffle exactly like an uninterrupted one.
         shuffle.manual_seed(cfg.train.seed * 100_003 + epoch)
-        train_ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         with progress.task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(loader)) as bar:
             train_loss, samples, step = train_one_epoch(
@@ -245,8 +245,10 @@ def train_one_epoch(
         if step >= total_steps or (deadline is not None and time.perf_counter() > deadline):
             break
         x, y, m = _to_device(batch, device)
+        # Mask-aware models get the true mask for teacher forcing of their inpainter.
+        teacher = {"true_mask": m} if getattr(unwrap(model), "predicts_mask", False) else {}
         with autocast(device, dtype):
-            parts = model_outputs(model(x))
+            parts = model_outputs(model(x, **teacher))
         loss = objective(parts, y, m, cfg)
         if not torch.isfinite(loss):
             raise TrainingError(
@@ -344,6 +346,15 @@ def validate(
         result["val_mask_f1"] = float(f1[best])
         result["mask_threshold"] = THRESHOLDS[best]
     return result
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
 
 
 def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:

@@ -21,7 +21,7 @@ class MarksAreBright(nn.Module):
     residual = True
     predicts_mask = True
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, threshold=0.5, dilate=2) -> dict[str, torch.Tensor]:
         logits = torch.where(x[:, :1] > 0.9, 10.0, -10.0)
         content = torch.full_like(x, 0.25)
         m = torch.sigmoid(logits)
@@ -70,8 +70,8 @@ def test_threshold_decides_what_counts() -> None:
 
 def test_grey_scans_get_grey_repairs() -> None:
     class TintedContent(MarksAreBright):
-        def forward(self, x):
-            parts = super().forward(x)
+        def forward(self, x, **kw):
+            parts = super().forward(x, **kw)
             parts["content"] = parts["content"] + torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)
             return parts
 

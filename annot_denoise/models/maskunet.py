@@ -1,35 +1,40 @@
-"""Mask-aware restoration: predict where the annotation is and repaint only there.
+"""Mask-aware restoration: find the annotation, then inpaint only there.
 
-One U-Net, two heads: annotation-mask logits and restored content. The training
-output is the composite ``x * (1 - m) + content * m`` with the soft mask ``m``, so
-the loss sees exactly what inference writes; at inference the mask is
-thresholded and dilated and every pixel outside it is copied from the input.
+Two half-resolution U-Nets in one module:
 
-For speed the U-Net runs at half resolution: the input is folded into 4x the
-channels with a pixel unshuffle (lossless, so 1-px lines stay visible), and a
-light full-resolution stage on (input, unfolded features) draws the fine mask
-edges. On a CPU this costs about a quarter of a full-resolution U-Net.
+- the **detector** predicts annotation-mask logits from the scan;
+- the **inpainter** sees the scan with the holes blanked out, plus the hole
+  mask, and paints the content under them. Blanking matters: a network that
+  sees the mark's own bright pixels tends to leave a ghost of them.
+
+The training output is the composite ``x * (1 - m) + content * m`` with the soft
+mask ``m``, so the loss sees what inference writes. While training, the holes are
+the true mask grown by ``train_dilate`` pixels plus whatever the detector already
+finds (teacher forcing, so the inpainter learns from the first step); at
+inference they are the thresholded prediction grown by ``dilate`` pixels, exactly
+the region the caller writes.
+
+For speed each U-Net runs at half resolution: the input is folded into 4x the
+channels with a pixel unshuffle (lossless, so 1-px lines stay visible) and a
+light full-resolution stage draws the fine edges.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from annot_denoise.models.common import conv_block, pad_to_multiple
 
 
-class MaskUNet(nn.Module):
-    residual = True
-    predicts_mask = True
+class _HalfResUNet(nn.Module):
+    """U-Net on pixel-unshuffled input; returns (half-res features, full-res features)."""
 
-    def __init__(
-        self, in_channels: int = 3, width: int = 32, depth: int = 3, norm: str = "batch"
-    ) -> None:
+    def __init__(self, in_channels: int, width: int, depth: int, norm: str) -> None:
         super().__init__()
-        self.depth = depth
-        self.in_channels = in_channels
         chans = [width * 2**i for i in range(depth + 1)]
+        self.depth, self.out_channels = depth, chans[0]
         self.fold = nn.PixelUnshuffle(2)
         self.stem = conv_block(4 * in_channels, chans[0], norm)
         self.down = nn.ModuleList(conv_block(chans[i], chans[i + 1], norm) for i in range(depth))
@@ -38,35 +43,83 @@ class MaskUNet(nn.Module):
             nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in range(depth)
         )
         self.fuse = nn.ModuleList(conv_block(2 * chans[i], chans[i], norm) for i in range(depth))
-        fine = max(width // 2, 4)
-        self.unfold = nn.Sequential(nn.Conv2d(chans[0], 4 * fine, 1), nn.PixelShuffle(2))
-        self.refine = conv_block(fine + in_channels, fine, "none")
-        self.mask_head = nn.Conv2d(fine, 1, 3, padding=1)
-        # Content comes mostly from the full-width decoder features (unfolded to
-        # full resolution), with a fine correction from the full-resolution stage.
-        self.content_coarse = nn.Sequential(
-            nn.Conv2d(chans[0], 4 * in_channels, 3, padding=1), nn.PixelShuffle(2)
+        self.fine_channels = max(width // 2, 4)
+        self.unfold = nn.Sequential(
+            nn.Conv2d(chans[0], 4 * self.fine_channels, 1), nn.PixelShuffle(2)
         )
-        self.content_head = nn.Conv2d(fine, in_channels, 3, padding=1)
-        # Start as "no annotation anywhere, content = input": the identity.
-        for head in (self.content_coarse[0], self.content_head):
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
-        nn.init.constant_(self.mask_head.bias, -4.0)
+        self.refine = conv_block(self.fine_channels + in_channels, self.fine_channels, "none")
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``output`` (the soft composite), ``mask_logits`` (Bx1xHxW) and ``content``."""
-        padded, (h, w) = pad_to_multiple(x, 2 ** (self.depth + 1))
-        skips = [self.stem(self.fold(padded))]
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skips = [self.stem(self.fold(x))]
         for block in self.down:
             skips.append(block(self.pool(skips[-1])))
         y = skips.pop()
         for i in reversed(range(self.depth)):
             y = self.fuse[i](torch.cat([self.up[i](y), skips.pop()], dim=1))
-        fine = self.refine(torch.cat([self.unfold(y), padded], dim=1))
-        logits = self.mask_head(fine)[..., :h, :w]
-        delta = self.content_coarse(y) + self.content_head(fine)
-        content = (padded + delta)[..., :h, :w]
+        return y, self.refine(torch.cat([self.unfold(y), x], dim=1))
+
+
+class MaskUNet(nn.Module):
+    residual = True
+    predicts_mask = True
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        width: int = 16,
+        depth: int = 3,
+        norm: str = "batch",
+        train_dilate: int = 2,
+    ) -> None:
+        super().__init__()
+        self.depth, self.train_dilate = depth, train_dilate
+        self.detector = _HalfResUNet(in_channels, width, depth, norm)
+        self.mask_head = nn.Conv2d(self.detector.fine_channels, 1, 3, padding=1)
+        self.inpainter = _HalfResUNet(in_channels + 1, width, depth, norm)
+        # Content comes mostly from the inpainter's full-width features (unfolded to
+        # full resolution), with a fine correction from its full-resolution stage.
+        self.content_coarse = nn.Sequential(
+            nn.Conv2d(self.inpainter.out_channels, 4 * in_channels, 3, padding=1),
+            nn.PixelShuffle(2),
+        )
+        self.content_head = nn.Conv2d(self.inpainter.fine_channels, in_channels, 3, padding=1)
+        nn.init.constant_(self.mask_head.bias, -4.0)  # start as "no annotation anywhere"
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        true_mask: torch.Tensor | None = None,
+        threshold: float = 0.5,
+        dilate: int = 2,
+    ) -> dict[str, torch.Tensor]:
+        """``output`` (soft composite), ``mask_logits``, ``content`` and ``hole`` (Bx1xHxW).
+
+        ``true_mask`` (training only) makes the holes the true mask grown by
+        ``train_dilate`` plus the detector's own finds; without it the holes are
+        ``sigmoid(logits) > threshold`` grown by ``dilate`` pixels.
+        """
+        padded, (h, w) = pad_to_multiple(x, 2 ** (self.depth + 1))
+        _, fine = self.detector(padded)
+        logits = self.mask_head(fine)
+        prob = torch.sigmoid(logits.detach().float())
+        if true_mask is not None:
+            truth = F.pad(true_mask, (0, padded.shape[-1] - w, 0, padded.shape[-2] - h))
+            hole = torch.maximum(_grow(truth, self.train_dilate), (prob > 0.5).float())
+        else:
+            hole = _grow((prob > threshold).float(), dilate)
+        hole = hole.to(padded.dtype)
+        y, fine = self.inpainter(torch.cat([padded * (1 - hole), hole], dim=1))
+        raw = self.content_coarse(y) + self.content_head(fine)
+        content = padded * (1 - hole) + raw.to(padded.dtype) * hole
+        crop = (..., slice(0, h), slice(0, w))
+        logits, content, hole = logits[crop], content[crop], hole[crop]
         m = torch.sigmoid(logits.float())
         output = x * (1 - m) + content.float() * m
-        return {"output": output, "mask_logits": logits, "content": content}
+        return {"output": output, "mask_logits": logits, "content": content, "hole": hole}
+
+
+def _grow(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Binary dilation by ``pixels`` with a square kernel (max pooling)."""
+    if pixels <= 0:
+        return mask
+    return F.max_pool2d(mask, 2 * pixels + 1, stride=1, padding=pixels)

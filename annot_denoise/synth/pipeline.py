@@ -24,6 +24,7 @@ import numpy as np
 from annot_denoise.io import (
     ImageReadError,
     atomic_write_text,
+    differs,
     list_images,
     read_image,
     split_alpha,
@@ -104,9 +105,7 @@ def annotate(
             raise SynthError(f"--drawer {drawer}: changed the image's shape or type")
         if intended is not None:
             params["intended_pixels"] = int(np.count_nonzero(intended))
-    a, c = split_alpha(annotated)[0], split_alpha(clean)[0]
-    changed = a != c
-    mask = changed.any(axis=2) if changed.ndim == 3 else changed
+    mask = differs(split_alpha(annotated)[0], split_alpha(clean)[0])
     return clean, annotated, mask, params
 
 
