@@ -83,7 +83,11 @@ class MaskUNet(nn.Module):
             nn.PixelShuffle(2),
         )
         self.content_head = nn.Conv2d(self.inpainter.fine_channels, in_channels, 3, padding=1)
-        nn.init.constant_(self.mask_head.bias, -4.0)  # start as "no annotation anywhere"
+        # Start as "no annotation anywhere" and, inside holes, the smooth fill alone.
+        nn.init.constant_(self.mask_head.bias, -4.0)
+        for head in (self.content_coarse[0], self.content_head):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     def forward(
         self,
@@ -108,14 +112,43 @@ class MaskUNet(nn.Module):
         else:
             hole = _grow((prob > threshold).float(), dilate)
         hole = hole.to(padded.dtype)
-        y, fine = self.inpainter(torch.cat([padded * (1 - hole), hole], dim=1))
-        raw = self.content_coarse(y) + self.content_head(fine)
-        content = padded * (1 - hole) + raw.to(padded.dtype) * hole
+        coarse = fill_holes(padded, hole)
+        y, fine = self.inpainter(torch.cat([coarse, hole], dim=1))
+        delta = self.content_coarse(y) + self.content_head(fine)
+        content = padded * (1 - hole) + (coarse + delta.to(padded.dtype)) * hole
         crop = (..., slice(0, h), slice(0, w))
         logits, content, hole = logits[crop], content[crop], hole[crop]
         m = torch.sigmoid(logits.float())
         output = x * (1 - m) + content.float() * m
         return {"output": output, "mask_logits": logits, "content": content, "hole": hole}
+
+
+def fill_holes(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Smooth fill of ``hole`` from the surrounding pixels (push-pull pyramid).
+
+    Known pixels are averaged down a pyramid until every hole is covered, then the
+    coarse levels are pulled back up into the holes only: a harmonic-like fill,
+    the kind of guess classical inpainting makes, on the GPU and differentiable.
+    The inpainter learns a correction on top of it.
+    """
+    known = 1 - hole
+    if not bool((hole > 0).any()):
+        return x
+    levels = [(x * known, known)]
+    while levels[-1][0].shape[-1] > 1 and levels[-1][0].shape[-2] > 1:
+        value, weight = levels[-1]
+        if bool((weight > 0).all()):
+            break
+        v, w = F.avg_pool2d(value, 2, ceil_mode=True), F.avg_pool2d(weight, 2, ceil_mode=True)
+        levels.append((v, w))
+    value, weight = levels[-1]
+    filled = value / weight.clamp_min(1e-6)
+    for value, weight in reversed(levels[:-1]):
+        up = F.interpolate(filled, size=value.shape[-2:], mode="bilinear", align_corners=False)
+        mean = value / weight.clamp_min(1e-6)
+        seen = (weight > 0).to(x.dtype)
+        filled = seen * mean + (1 - seen) * up
+    return x * known + filled * hole
 
 
 def _grow(mask: torch.Tensor, pixels: int) -> torch.Tensor:
