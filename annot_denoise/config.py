@@ -99,7 +99,7 @@ class ModelConfig(_Strict):
         "batch", description="normalisation after each convolution"
     )
     mask_dilate: int = Field(
-        2, ge=0, le=32, description="maskunet: pixels the predicted mask grows by at inference"
+        1, ge=0, le=32, description="maskunet: pixels the predicted mask grows by at inference"
     )
 
 

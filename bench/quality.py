@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--test-scans", type=int, default=6, help="per test size")
     parser.add_argument("--patch", type=int, default=192)
     parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--width", type=int, default=24)
+    parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--methods", default="maskunet,unet,reference")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
