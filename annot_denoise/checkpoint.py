@@ -86,3 +86,28 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn
     """Checkpoint file -> (model on ``device`` in eval mode, checkpoint dict)."""
     ckpt = load_checkpoint(path)
     return model_from_checkpoint(ckpt, path).to(device), ckpt
+
+
+# What a model needs to run; everything else (optimiser, scheduler, RNG) is training state.
+_MODEL_KEYS = ("arch", "data", "inference", "config", "metrics", "epoch", "step")
+
+
+def export_model(
+    src: Path | str, dst: Path | str, *, half: bool = True, provenance: dict | None = None
+) -> dict[str, Any]:
+    """Write a stripped copy of a training checkpoint for sharing or shipping.
+
+    Keeps what inference needs (architecture, input channels and size, mask
+    threshold and dilation, training config, metrics) and drops the optimiser
+    and RNG states; ``half`` stores floating-point weights as fp16 (they are
+    loaded back into fp32 networks, so inference is unchanged but for rounding).
+    """
+    ckpt = load_checkpoint(src)
+    weights = {
+        k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+        for k, v in ckpt["model"].items()
+    }
+    out = {k: ckpt[k] for k in _MODEL_KEYS if k in ckpt}
+    out.update(model=weights, provenance={"source": Path(src).name, **(provenance or {})})
+    save_checkpoint(dst, out)
+    return out

@@ -125,15 +125,26 @@ def _progress(no_progress: bool):
     return Progress(enabled=not no_progress)
 
 
-def _restorer(model: Path, device: str, **settings):
-    """Checkpoint path -> Restorer on the chosen device (settings None = checkpoint's)."""
+def _restorer(model: str | None, device: str, **settings):
+    """Model name or checkpoint path (None = default) -> Restorer on the chosen device."""
     from annot_denoise.checkpoint import load_model
     from annot_denoise.inference import Restorer
+    from annot_denoise.pretrained import resolve_model
     from annot_denoise.runtime import resolve_device
 
     dev = resolve_device(device)
-    net, ckpt = load_model(model, dev)
+    net, ckpt = load_model(resolve_model(model), dev)
     return Restorer.from_checkpoint(net, ckpt, dev, **settings), dev
+
+
+ModelOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--model",
+        help="A checkpoint from train (best.pt), or the name of a shipped model "
+        "(annot-denoise models); default: the shipped 'default' model.",
+    ),
+]
 
 
 MaskThreshold = Annotated[
@@ -320,7 +331,7 @@ def train_cmd(
 @friendly
 def eval_cmd(
     data_dir: Annotated[Path, typer.Argument(help="Folder laid out like synth's output.")],
-    model: Annotated[Path, typer.Option(help="Checkpoint from train (best.pt).")],
+    model: ModelOption = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("eval"),
     reference: Annotated[
         Optional[Path],  # noqa: UP045
@@ -342,14 +353,14 @@ def eval_cmd(
     settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
     methods = {"model": _restorer(model, device, **settings)[0]}
     if reference is not None:
-        methods["reference"] = _restorer(reference, device, **settings)[0]
+        methods["reference"] = _restorer(str(reference), device, **settings)[0]
     report = evaluate(
         data_dir,
         methods,
         out_dir,
         batch_size=batch_size,
         progress=_progress(no_progress),
-        meta={"model_path": str(model), "reference_path": str(reference) if reference else None},
+        meta={"model": model or "default", "reference": str(reference) if reference else None},
     )
     show(render_metrics(report.methods))
     out.print(
@@ -363,7 +374,7 @@ def eval_cmd(
 @friendly
 def clean_cmd(
     inputs: Annotated[Path, typer.Argument(help="Image file or folder (searched recursively).")],
-    model: Annotated[Path, typer.Option(help="Checkpoint from train (best.pt).")],
+    model: ModelOption = None,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder; mirrors the input tree.")
     ] = Path("cleaned"),
@@ -402,13 +413,53 @@ def clean_cmd(
         save_mask=save_mask,
         report_csv=report,
         progress=_progress(no_progress),
-        meta={"model": str(model), "device": str(dev)},
+        meta={"model": model or "default", "device": str(dev)},
     )
     out.print(
         f"processed {result.processed}, skipped {result.skipped} (already done), "
         f"failed {len(result.failed)} in {result.seconds:.1f} s -> {out_dir}"
     )
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("models")
+@friendly
+def models_cmd() -> None:
+    """List the models that ship with annot-denoise, with provenance and metrics."""
+    from annot_denoise.pretrained import describe_models
+
+    table = Table("name", "architecture", "parameters", "mask threshold / dilate", "trained",
+                  "validation")  # fmt: skip
+    for m in describe_models():
+        prov, metrics = m["provenance"], m["metrics"]
+        args = ", ".join(f"{k}={v}" for k, v in m["arch_args"].items())
+        trained = (f"{prov.get('steps', '?')} steps x {prov.get('batch_size', '?')} on "
+                   f"{prov.get('hardware', '?')}, {prov.get('date', '?')}")  # fmt: skip
+        val = (f"PSNR {metrics.get('val_psnr', float('nan')):.2f} dB, in mask "
+               f"{metrics.get('val_psnr_mask', float('nan')):.2f} dB, mask F1 "
+               f"{metrics.get('val_mask_f1', float('nan')):.3f}")  # fmt: skip
+        inf = m["inference"]
+        table.add_row(m["name"], f"{m['arch']} ({args})", f"{m['parameters'] / 1e6:.2f} M",
+                      f"{inf.get('mask_threshold', '-')} / {inf.get('mask_dilate', '-')} px",
+                      trained, val)  # fmt: skip
+    show(table)
+    out.print("Recipe and evaluation: docs/default-model.md. Use one with --model NAME.")
+
+
+@app.command("export")
+@friendly
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint (best.pt).")],
+    output: Annotated[Path, typer.Argument(help="Where to write the stripped model.")],
+    full_precision: Annotated[
+        bool, typer.Option(help="Keep fp32 weights (default: fp16, half the size).")
+    ] = False,
+) -> None:
+    """Strip a training checkpoint to what inference needs (no optimiser state)."""
+    from annot_denoise.checkpoint import export_model
+
+    export_model(checkpoint, output, half=not full_precision)
+    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command("demo")

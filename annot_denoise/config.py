@@ -98,6 +98,10 @@ class ModelConfig(_Strict):
     norm: Literal["batch", "group", "none"] = Field(
         "batch", description="normalisation after each convolution"
     )
+    init: str | None = Field(
+        None,
+        description="start from these weights: 'default' (the shipped model) or a checkpoint",
+    )
     mask_dilate: int = Field(
         1, ge=0, le=32, description="maskunet: pixels the predicted mask grows by at inference"
     )

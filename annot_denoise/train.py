@@ -99,7 +99,10 @@ def train(
             "norm": cfg.model.norm,
         },
     }
-    model = build_model(arch["name"], **arch["kwargs"]).to(dev, memory_format=torch.channels_last)
+    model = build_model(arch["name"], **arch["kwargs"])
+    if cfg.model.init and ckpt is None:
+        _load_initial_weights(model, arch, cfg.model.init)
+    model = model.to(dev, memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, cfg)
     # A one-element list so a wall-time budget can shorten the schedule after epoch 1.
     cap = cfg.train.max_steps or cfg.train.epochs * len(loader)
@@ -366,6 +369,23 @@ def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
         move(batch["clean"]),
         batch["mask"].to(device, non_blocking=True),
     )
+
+
+def _load_initial_weights(model: nn.Module, arch: dict, spec: str) -> None:
+    """Fine-tuning: start from a shipped model or a checkpoint of the same architecture."""
+    from annot_denoise.pretrained import resolve_model
+
+    path = resolve_model(spec)
+    source = load_checkpoint(path)
+    if source["arch"]["name"] != arch["name"] or any(
+        source["arch"]["kwargs"].get(k) != v for k, v in arch["kwargs"].items() if k != "norm"
+    ):
+        raise TrainingError(
+            f"model.init {spec}: its architecture {source['arch']} differs from the config's "
+            f"{arch}; set model.arch/width/depth (and data.channels) to match it"
+        )
+    model.load_state_dict(source["model"])
+    log.info("starting from the weights of %s", path)
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

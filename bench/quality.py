@@ -98,6 +98,13 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument("--results", type=Path, help="append there instead of bench/RESULTS.md")
     parser.add_argument("--keep", type=Path, help="copy each method's best.pt into this folder")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="also score a checkpoint trained elsewhere (not under this budget)",
+    )
     args = parser.parse_args()
     os.environ["ANNOT_DENOISE_HELD_OUT"] = args.held_out
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
@@ -143,6 +150,11 @@ def main() -> None:
         restorers[name] = Restorer.from_checkpoint(model, ckpt, device)
         print(f"{name}: {result.steps} steps in {runs[name]['seconds']:.0f} s", flush=True)
 
+    for item in args.also:
+        name, _, path = item.partition("=")
+        model, ckpt = load_model(Path(path), device)
+        restorers[name] = Restorer.from_checkpoint(model, ckpt, device)
+
     tables = []
     for label, data_dir in sets.items():
         report = evaluate(data_dir, restorers, out / "eval" / label.split()[0])
@@ -169,7 +181,10 @@ def main() -> None:
     body = (
         f"Training budget {args.minutes:g} min per method on {device} ({budget}); "
         f"{args.train_scans} training phantoms, annotations drawn on the fly; held-out "
-        f"drawer: {args.held_out}.\n\n" + "\n".join(tables)
+        f"drawer: {args.held_out}."
+        + (f" Also scored, trained elsewhere: {', '.join(args.also)}." if args.also else "")
+        + "\n\n"
+        + "\n".join(tables)
     )
     print(body)
     if not args.no_record:

@@ -148,3 +148,29 @@ def test_worker_count_does_not_change_the_result(phantom_dir: Path, tmp_path: Pa
     finally:
         torch.use_deterministic_algorithms(False)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fine_tune_from_the_default_model(phantom_dir: Path, tmp_path: Path) -> None:
+    from annot_denoise.pretrained import PRETRAINED
+
+    def cfg(width: int):
+        return validate_config(
+            {
+                "data": {"on_the_fly": True, "clean_dir": str(phantom_dir), "size": None,
+                         "patch": 48, "repeats": 1, "val_split": 0.2},
+                "model": {"arch": "maskunet", "width": width, "depth": 3, "init": "default"},
+                "train": {"epochs": 1, "batch_size": 4, "workers": 0, "samples": 0},
+                "output": {"dir": str(tmp_path / f"ft{width}"), "tensorboard": False},
+            }
+        )  # fmt: skip
+
+    with pytest.raises(TrainingError, match="differs from the config"):
+        train(cfg(8), device="cpu")
+    cfg16 = cfg(16)
+    cfg16.train.max_steps = 1
+    cfg16.optim.lr = 1e-12  # one step that changes nothing: the weights are the default's
+    train(cfg16, device="cpu")
+    tuned = load_checkpoint(tmp_path / "ft16" / "last.pt")["model"]
+    shipped = load_checkpoint(PRETRAINED["default"])["model"]
+    key = "mask_head.weight"
+    assert torch.allclose(tuned[key], shipped[key].float(), atol=1e-3)
