@@ -89,7 +89,7 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn
 
 
 # What a model needs to run; everything else (optimiser, scheduler, RNG) is training state.
-_MODEL_KEYS = ("arch", "data", "inference", "config", "metrics", "epoch", "step")
+_MODEL_KEYS = ("arch", "data", "inference", "config", "metrics", "history", "epoch", "step")
 
 
 def export_model(

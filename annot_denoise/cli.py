@@ -134,7 +134,7 @@ def _restorer(model: str | None, device: str, **settings):
 
     dev = resolve_device(device)
     net, ckpt = load_model(resolve_model(model), dev)
-    return Restorer.from_checkpoint(net, ckpt, dev, **settings), dev
+    return Restorer.from_checkpoint(net, ckpt, dev, **settings), dev, ckpt
 
 
 ModelOption = Annotated[
@@ -351,9 +351,11 @@ def eval_cmd(
     from annot_denoise.evaluate import evaluate
 
     settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
-    methods = {"model": _restorer(model, device, **settings)[0]}
+    restorer, _, ckpt = _restorer(model, device, **settings)
+    methods, curves = {"model": restorer}, {"model": ckpt.get("history", [])}
     if reference is not None:
-        methods["reference"] = _restorer(str(reference), device, **settings)[0]
+        ref, _, ref_ckpt = _restorer(str(reference), device, **settings)
+        methods["reference"], curves["reference"] = ref, ref_ckpt.get("history", [])
     report = evaluate(
         data_dir,
         methods,
@@ -361,11 +363,11 @@ def eval_cmd(
         batch_size=batch_size,
         progress=_progress(no_progress),
         meta={"model": model or "default", "reference": str(reference) if reference else None},
+        curves=curves,
     )
     show(render_metrics(report.methods))
     out.print(
-        f"report: {out_dir / 'report.json'}, {out_dir / 'per_image.csv'}, "
-        f"{out_dir / 'contact_sheet.png'}"
+        f"report: {out_dir / 'report.html'} (also report.json, per_image.csv, contact_sheet.png)"
     )
     raise typer.Exit(0 if report.ok else 1)
 
@@ -402,7 +404,7 @@ def clean_cmd(
     from annot_denoise.clean import clean
 
     settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
-    restorer, dev = _restorer(model, device, **settings)
+    restorer, dev, _ = _restorer(model, device, **settings)
     result = clean(
         inputs,
         out_dir,

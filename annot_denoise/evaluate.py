@@ -37,6 +37,7 @@ from annot_denoise.io import (
 )
 from annot_denoise.metrics import mask_scores, mean_abs_change, psnr, ssim
 from annot_denoise.progress import Progress
+from annot_denoise.report import GalleryItem, write_report
 from annot_denoise.sheet import contact_sheet
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,11 @@ def evaluate(
     sheet_rows: int = 6,
     progress: Progress | None = None,
     meta: dict | None = None,
+    curves: dict[str, list[dict]] | None = None,
 ) -> EvalReport:
-    """Score ``models`` (name -> Restorer) and ``baselines``; write the report files."""
+    """Score ``models`` (name -> Restorer) and ``baselines``; write the report files
+    (report.json, per_image.csv, contact_sheet.png, report.html). ``curves`` maps a
+    model name to its training history, plotted in the report."""
     progress = progress or Progress()
     started = time.perf_counter()
     pairs, failed = check_pairs(find_pairs(data_dir))
@@ -114,7 +118,46 @@ def evaluate(
     if sheet:
         grid = contact_sheet(sheet, labels=["annotated", first or baselines[0], "truth", "mask"])
         write_image(report.out_dir / "contact_sheet.png", grid)
+    shown = first or baselines[0]
+    write_report(
+        report.out_dir / "report.html",
+        title=f"annot-denoise evaluation: {data_dir}",
+        methods=summary,
+        gallery=_gallery(pairs, rows, shown, models.get(shown)),
+        curves=curves,
+        notes=[
+            f"{len({r['image'] for r in rows})} image pairs; gallery: {shown}, chosen by PSNR "
+            f"inside the true mask. Baselines: identity (no change), telea (OpenCV inpainting "
+            f"given the true mask, an oracle), classical (blind colour + top-hat + Telea).",
+            *([f"{len(failed)} pairs could not be read: see report.json"] if failed else []),
+        ],
+    )
     return report
+
+
+def _gallery(pairs, rows: list[dict], method: str, restorer: Restorer | None) -> list:
+    """Best, median and worst images of ``method`` by in-mask PSNR, recomputed."""
+    scored = sorted(
+        (r["psnr_mask"], r["image"])
+        for r in rows
+        if r["method"] == method and math.isfinite(r["psnr_mask"])
+    )
+    if not scored:
+        return []
+    picks = {"best": scored[-1], "median": scored[len(scored) // 2], "worst": scored[0]}
+    by_name = {p.name: p for p in pairs}
+    items = []
+    for label, (value, name) in picks.items():
+        annot, _, mask = _load(by_name[name])
+        if restorer is not None:
+            result = restorer.restore([annot])[0]
+            after, predicted = result.image, result.mask
+        else:
+            after, predicted = BASELINES[method](annot, mask)
+        items.append(
+            GalleryItem(f"{label} (in-mask PSNR {value:.1f} dB)", name, annot, after, predicted)
+        )
+    return items
 
 
 def score(

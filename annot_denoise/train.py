@@ -24,7 +24,7 @@ from torchvision.utils import make_grid
 from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
 from annot_denoise.config import TrainConfig, dump_config
 from annot_denoise.data import EpochSampler, build_datasets
-from annot_denoise.io import atomic_write_text, from_float, write_image
+from annot_denoise.io import atomic_write_bytes, atomic_write_text, from_float, write_image
 from annot_denoise.losses import restoration_loss
 from annot_denoise.models import build_model, model_outputs
 from annot_denoise.progress import Progress
@@ -111,7 +111,7 @@ def train(
     dtype = amp_dtype(dev, cfg.train.amp)
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
 
-    start_epoch, step, best = 0, 0, math.inf
+    start_epoch, step, best, history = 0, 0, math.inf, []
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -120,6 +120,7 @@ def train(
         set_rng_state(ckpt["rng"])
         start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_loss"]
         _truncate_metrics(run_dir / "metrics.jsonl", ckpt["epoch"])
+        history = list(ckpt.get("history", []))
         log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
     # Absolute paths, so that --resume works from any folder.
     saved = cfg.model_copy(deep=True)
@@ -196,6 +197,7 @@ def train(
             "rng": rng_state(),
             "best_val_loss": best,
             "metrics": row,
+            "history": [*history, row],
             "config": cfg.model_dump(mode="json"),
         }
         save_checkpoint(run_dir / "last.pt", state)
@@ -203,6 +205,7 @@ def train(
             save_checkpoint(run_dir / "best.pt", state)
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
+        history.append(row)
         _log_epoch(writer, row, val.get("samples"), run_dir, epoch)
         log.info(
             "epoch %d: train loss %.5f, val loss %.5f, val PSNR %.2f dB",
@@ -213,6 +216,10 @@ def train(
         )
     if writer is not None:
         writer.close()
+    if history:
+        from annot_denoise.report import curves_png
+
+        atomic_write_bytes(run_dir / "curves.png", curves_png({"train": history}))
     return RunResult(
         run_dir=run_dir,
         epochs=epoch + 1,
