@@ -31,6 +31,7 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.progress import Progress
+from annot_denoise.sheet import as_display, contact_sheet
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def clean(
     workers: int = 2,
     save_mask: bool = False,
     report_csv: bool = False,
+    preview: int = 0,
     progress: Progress | None = None,
     meta: dict | None = None,
 ) -> CleanReport:
@@ -108,6 +110,7 @@ def clean(
         log.info("skipping %d images whose output exists (--overwrite to redo)", report.skipped)
     Path(out).mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
+    sheet: list[list[np.ndarray]] = []  # thumbnails for --preview
     with ThreadPoolExecutor(max(1, workers)) as pool, progress.task("cleaning", len(todo)) as bar:
         writes: list[tuple[Path, Future]] = []
         for chunk, reads in _prefetch(pool, todo, batch_size):
@@ -119,7 +122,11 @@ def clean(
                 except ImageReadError as exc:
                     report.failed.append(str(exc))
                     log.error("%s", exc)
-            for (src, dst), result in zip(dests, restorer.restore(images)):
+            for (src, dst), image, result in zip(dests, images, restorer.restore(images)):
+                if len(sheet) < preview:
+                    sheet.append([thumbnail(image), thumbnail(result.image)])
+                    if result.mask is not None:
+                        sheet[-1].append(thumbnail(result.mask))
                 mask = result.mask if save_mask else None
                 writes.append((src, pool.submit(_write, dst, result.image, mask)))
                 report.outputs.append(dst)
@@ -141,6 +148,9 @@ def clean(
     report.seconds = time.perf_counter() - started
     if report_csv:
         _write_csv_report(Path(out) / "clean_report.csv", rows)
+    if sheet:
+        labels = ["before", "after", "mask"][: len(sheet[0])]
+        write_image(Path(out) / "clean_preview.png", contact_sheet(sheet, labels=labels))
     record = {
         "version": __version__,
         "inputs": str(inputs),
@@ -153,6 +163,18 @@ def clean(
     }
     atomic_write_text(Path(out) / "clean_run.json", json.dumps(record, indent=2))
     return report
+
+
+def thumbnail(image: np.ndarray, height: int = 200) -> np.ndarray:
+    """A small 8-bit RGB copy for contact sheets (keeps memory flat on huge scans)."""
+    import cv2
+
+    shown = as_display(image)
+    scale = height / shown.shape[0]
+    if scale < 1:
+        size = (max(1, round(shown.shape[1] * scale)), height)
+        shown = cv2.resize(shown, size, interpolation=cv2.INTER_AREA)
+    return shown
 
 
 def _write(dst: Path, image: np.ndarray, mask: np.ndarray | None) -> None:

@@ -393,6 +393,12 @@ def clean_cmd(
     report: Annotated[
         bool, typer.Option("--report", help="Write OUT/clean_report.csv: changed-pixel fractions.")
     ] = False,
+    preview: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Write OUT/clean_preview.png: before | after | mask of the first N images."
+        ),
+    ] = 0,
     device: Device = "auto",
     no_progress: NoProgress = False,
 ) -> None:
@@ -414,6 +420,7 @@ def clean_cmd(
         workers=workers,
         save_mask=save_mask,
         report_csv=report,
+        preview=preview,
         progress=_progress(no_progress),
         meta={"model": model or "default", "device": str(dev)},
     )
@@ -474,7 +481,8 @@ def demo_cmd(
     device: Device = "auto",
     no_progress: NoProgress = False,
 ) -> None:
-    """End to end on phantom scans: synth, train, eval, clean. Needs no data."""
+    """End to end on phantom scans, no data needed: fine-tune the default model on the fly,
+    evaluate it beside the default model and the baselines, clean a folder, write report.html."""
     from annot_denoise.demo import run_demo
 
     result = run_demo(out_dir, minutes=minutes, device=device, progress=_progress(no_progress))

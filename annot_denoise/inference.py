@@ -133,6 +133,8 @@ class Restorer:
             if "mask_logits" in parts:
                 out["prob"] = torch.sigmoid(parts["mask_logits"].float())[:, 0].cpu().numpy()
                 out["content"] = parts["content"].float().permute(0, 2, 3, 1).cpu().numpy()
+            if "hole" in parts:
+                out["hole"] = parts["hole"].float()[:, 0].cpu().numpy()
         return out
 
     def _predict_resized(self, nets: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -145,8 +147,11 @@ class Restorer:
                 native = net.shape[:2]
                 if self.predicts_mask:
                     delta = _resize(out["content"][i] - small[i], native)
-                    prob = _resize(out["prob"][i][..., None], native)[..., 0]
-                    preds.append({"content": net + delta, "prob": prob})
+                    pred = {"content": net + delta}
+                    for key in ("prob", "hole"):
+                        if key in out:
+                            pred[key] = _resize(out[key][i][..., None], native)[..., 0]
+                    preds.append(pred)
                 elif self.residual:
                     preds.append({"output": net + _resize(out["output"][i] - small[i], native)})
                 else:
@@ -174,7 +179,8 @@ class Restorer:
         overlap = tile // 4
         ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
         weight = _gaussian(min(tile, h), min(tile, w))
-        acc = {"main": np.zeros((h, w, c), np.float32), "prob": np.zeros((h, w), np.float32)}
+        acc = {"main": np.zeros((h, w, c), np.float32)}
+        acc.update(prob=np.zeros((h, w), np.float32), hole=np.zeros((h, w), np.float32))
         total = np.zeros((h, w), np.float32)
         boxes = [(y, x) for y in ys for x in xs]
         th, tw = weight.shape
@@ -184,12 +190,13 @@ class Restorer:
             main = out["content"] if "content" in out else out["output"]
             for i, (y, x) in enumerate(chunk):
                 acc["main"][y : y + th, x : x + tw] += main[i] * weight[..., None]
-                if "prob" in out:
-                    acc["prob"][y : y + th, x : x + tw] += out["prob"][i] * weight
+                for key in ("prob", "hole"):
+                    if key in out:
+                        acc[key][y : y + th, x : x + tw] += out[key][i] * weight
                 total[y : y + th, x : x + tw] += weight
         main = acc["main"] / total[..., None]
         if self.predicts_mask:
-            return {"content": main, "prob": acc["prob"] / total}
+            return {"content": main, "prob": acc["prob"] / total, "hole": acc["hole"] / total}
         return {"output": main}
 
     # ------------------------------------------------------------------ writing back
@@ -200,11 +207,12 @@ class Restorer:
             restored = merge_alpha(_to_layout(pred["output"], color), alpha)
             return Restored(restored, None, _changed(image, restored))
         detected = pred["prob"] > self.threshold
-        hard = detected
-        if self.dilate > 0 and hard.any():
-            # A square kernel, as the network's own hole (max pooling) uses.
+        if "hole" in pred:
+            # The network's own hole: the detection plus the fringe it grew into.
+            hard = pred["hole"] > 0.5
+        else:
             kernel = np.ones((2 * self.dilate + 1,) * 2, np.uint8)
-            hard = cv2.dilate(hard.view(np.uint8), kernel).astype(bool)
+            hard = cv2.dilate(detected.view(np.uint8), kernel).astype(bool)
         out = color.copy()
         if hard.any():
             # Inside the mask the content head is written as is: it is trained to

@@ -73,3 +73,30 @@ def test_config_literal_matches_registry() -> None:
     from annot_denoise.config import ArchName
 
     assert set(get_args(ArchName)) == set(MODELS)
+
+
+def test_fill_holes_is_harmonic_inside_and_exact_outside() -> None:
+    from annot_denoise.models.maskunet import fill_holes
+
+    ramp = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(1, 3, 40, 64).clone()
+    hole = torch.zeros(1, 1, 40, 64)
+    hole[..., 10:15, :] = 1
+    hole[..., :, 30:34] = 1
+    filled = fill_holes(ramp, hole, smooth_steps=200)
+    assert torch.equal(filled[..., hole[0, 0] == 0], ramp[..., hole[0, 0] == 0])
+    # A linear ramp is harmonic: the fill reproduces it closely.
+    assert (filled - ramp).abs().max() < 0.01
+    assert torch.equal(fill_holes(ramp, torch.zeros_like(hole)), ramp)
+
+
+def test_adaptive_hole_takes_the_fringe_not_the_background() -> None:
+    from annot_denoise.models.maskunet import _adaptive_hole
+
+    x = torch.full((1, 1, 20, 20), 0.3)
+    x[..., 10, 5:15] = 1.0  # the stroke: detected
+    x[..., 11, 5:15] = 0.6  # its anti-aliased fringe: not detected, but bright
+    detected = torch.zeros(1, 1, 20, 20)
+    detected[..., 10, 5:15] = 1
+    hole = _adaptive_hole(x, detected, dilate=2, smooth_steps=10)
+    assert hole[..., 11, 5:15].all() and hole[..., 10, 5:15].all()
+    assert not hole[..., 9, 5:15].any()  # clean background next to the stroke stays
