@@ -99,6 +99,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, help="append there instead of bench/RESULTS.md")
     parser.add_argument("--keep", type=Path, help="copy each method's best.pt into this folder")
     parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="skip training: score the checkpoints an earlier --keep saved in this folder",
+    )
+    parser.add_argument(
         "--also",
         action="append",
         default=[],
@@ -137,6 +142,18 @@ def main() -> None:
         if name not in args.methods.split(","):
             continue
         cfg = validate_config(raw, f"<bench {name}>")
+        if args.reuse:
+            path = args.reuse / f"{name}.pt"
+            model, ckpt = load_model(path, device)
+            restorers[name] = Restorer.from_checkpoint(model, ckpt, device)
+            seconds = sum(r["seconds"] for r in ckpt.get("history", []))
+            batch = ckpt["config"]["train"]["batch_size"]
+            runs[name] = {
+                "steps": ckpt["step"],
+                "seconds": seconds,
+                "samples": ckpt["step"] * batch,
+            }
+            continue
         for leftover in ("last.pt", "best.pt", "metrics.jsonl"):
             (Path(cfg.output.dir) / leftover).unlink(missing_ok=True)
         started = time.perf_counter()
@@ -182,6 +199,12 @@ def main() -> None:
         f"Training budget {args.minutes:g} min per method on {device} ({budget}); "
         f"{args.train_scans} training phantoms, annotations drawn on the fly; held-out "
         f"drawer: {args.held_out}."
+        + (
+            f" Checkpoints trained by an earlier run (--reuse {args.reuse}), scored with the "
+            f"current code; seconds are their training loops' (without validation)."
+            if args.reuse
+            else ""
+        )
         + (f" Also scored, trained elsewhere: {', '.join(args.also)}." if args.also else "")
         + "\n\n"
         + "\n".join(tables)
