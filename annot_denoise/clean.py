@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from annot_denoise import __version__
+from annot_denoise.distributed import from_env, shard
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
     IMAGE_SUFFIXES,
@@ -102,10 +103,14 @@ def clean(
         )
     progress = progress or Progress()
     started = time.perf_counter()
-    plan = plan_outputs(inputs, out)
+    world = from_env()
+    # Under torchrun each rank takes every size-th file; together they cover all.
+    plan = shard(plan_outputs(inputs, out), world)
     report = CleanReport(Path(out))
     todo = [(s, d) for s, d in plan if overwrite or not d.exists()]
     report.skipped = len(plan) - len(todo)
+    suffix = f".rank{world.rank}" if world.distributed else ""
+    preview = preview if world.main else 0
     if report.skipped:
         log.info("skipping %d images whose output exists (--overwrite to redo)", report.skipped)
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -147,7 +152,7 @@ def clean(
                 log.error("%s: cannot write output (%s)", src, exc)
     report.seconds = time.perf_counter() - started
     if report_csv:
-        _write_csv_report(Path(out) / "clean_report.csv", rows)
+        _write_csv_report(Path(out) / f"clean_report{suffix}.csv", rows)
     if sheet:
         labels = ["before", "after", "mask"][: len(sheet[0])]
         write_image(Path(out) / "clean_preview.png", contact_sheet(sheet, labels=labels))
@@ -158,10 +163,12 @@ def clean(
         "processed": report.processed,
         "skipped": report.skipped,
         "failed": report.failed,
+        "rank": world.rank,
+        "world_size": world.size,
         "seconds": round(report.seconds, 2),
         **(meta or {}),
     }
-    atomic_write_text(Path(out) / "clean_run.json", json.dumps(record, indent=2))
+    atomic_write_text(Path(out) / f"clean_run{suffix}.json", json.dumps(record, indent=2))
     return report
 
 

@@ -46,6 +46,7 @@ def _user_errors() -> dict[type, int]:
     from annot_denoise.clean import CleanError
     from annot_denoise.config import ConfigError
     from annot_denoise.data import DatasetError
+    from annot_denoise.rundir import RunFolderError
     from annot_denoise.runtime import DeviceError
     from annot_denoise.synth.pipeline import SynthError
     from annot_denoise.train import TrainingError
@@ -58,6 +59,7 @@ def _user_errors() -> dict[type, int]:
         DatasetError: 1,
         SynthError: 1,
         TrainingError: 1,
+        RunFolderError: 1,
         FileNotFoundError: 1,
     }
 
@@ -128,11 +130,12 @@ def _progress(no_progress: bool):
 def _restorer(model: str | None, device: str, **settings):
     """Model name or checkpoint path (None = default) -> Restorer on the chosen device."""
     from annot_denoise.checkpoint import load_model
+    from annot_denoise.distributed import from_env, rank_device
     from annot_denoise.inference import Restorer
     from annot_denoise.pretrained import resolve_model
     from annot_denoise.runtime import resolve_device
 
-    dev = resolve_device(device)
+    dev = rank_device(from_env(), resolve_device(device))
     net, ckpt = load_model(resolve_model(model), dev)
     return Restorer.from_checkpoint(net, ckpt, dev, **settings), dev, ckpt
 

@@ -136,6 +136,7 @@ class TrainLoopConfig(_Strict):
     batch_size: int = Field(8, gt=0, description="pairs per step")
     seed: int = Field(0, ge=0, description="seed for the split, initialisation and shuffling")
     workers: int = Field(2, ge=0, description="DataLoader worker processes (0 = main process)")
+    compile: bool = Field(False, description="torch.compile the training step (CUDA)")
     amp: bool = Field(
         True, description="mixed precision: bf16 (else fp16) on CUDA, bf16 on CPUs that have it"
     )

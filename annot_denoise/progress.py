@@ -18,6 +18,11 @@ class Task:
     def __init__(self, bar: Any = None, task_id: Any = None) -> None:
         self._bar, self._id = bar, task_id
 
+    @property
+    def visible(self) -> bool:
+        """False for the silent default: callers can skip work done only for the bar."""
+        return self._bar is not None
+
     def advance(self, n: float = 1, **fields: Any) -> None:
         if self._bar is not None:
             self._bar.update(self._id, advance=n, info=_format_fields(fields))

@@ -1,30 +1,30 @@
 """Training: one readable loop that maps annotated scans to clean ones.
 
 ``train(cfg)`` wires data, model and optimiser together and runs epochs of
-``train_one_epoch`` and ``validate``. Everything a run produces lands in
-``output.dir``: the resolved config, ``last.pt``/``best.pt``, ``metrics.jsonl``,
-TensorBoard events and ``samples/``. ``resume=True`` continues from ``last.pt``.
+``train_one_epoch`` and ``validate``; the run folder (see ``rundir``) receives
+the config, checkpoints, metrics, TensorBoard events and samples. ``resume=True``
+continues from ``last.pt``. Under torchrun the same loop runs on every rank with
+DistributedDataParallel; rank 0 alone writes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
-from torchvision.utils import make_grid
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from annot_denoise import distributed as distrib
+from annot_denoise import rundir
 from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
-from annot_denoise.config import TrainConfig, dump_config
+from annot_denoise.config import TrainConfig
 from annot_denoise.data import EpochSampler, build_datasets
-from annot_denoise.io import atomic_write_bytes, atomic_write_text, from_float, write_image
 from annot_denoise.losses import restoration_loss
 from annot_denoise.models import build_model, model_outputs
 from annot_denoise.progress import Progress
@@ -36,12 +36,13 @@ from annot_denoise.runtime import (
     seed_everything,
     set_rng_state,
 )
+from annot_denoise.validation import validate
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(Exception):
-    """Training cannot go on (diverged, nothing to train on, run folder clash)."""
+    """Training cannot go on (diverged, incompatible initial weights)."""
 
 
 @dataclass
@@ -51,8 +52,9 @@ class RunResult:
     steps: int
     best_val_loss: float
     last: dict = field(default_factory=dict)  # the final metrics.jsonl row
-    skipped: list[str] = field(default_factory=list)  # one error line per unusable pair
+    skipped: list[str] = field(default_factory=list)  # one error line per unusable file
     seconds: float = 0.0
+    model: nn.Module | None = field(default=None, repr=False)  # the trained network
 
 
 def train(
@@ -63,32 +65,43 @@ def train(
     progress: Progress | None = None,
 ) -> RunResult:
     """Train the configured model; see the module docstring for what is written."""
-    progress = progress or Progress()
-    dev = resolve_device(device)
+    world, dev = distrib.setup(resolve_device(device))
+    progress = progress if progress is not None and world.main else Progress()
     run_dir = Path(cfg.output.dir)
-    ckpt = _prepare_run_dir(run_dir, resume)
+    ckpt = rundir.prepare(run_dir, resume)
     seed_everything(cfg.train.seed)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch sizes: pick the fastest kernels
 
     train_ds, val_ds, skipped = build_datasets(cfg)
-    for line in skipped:
-        log.error("skipping: %s", line)
-    log.info(
-        "%d training samples, %d validation samples, device %s", len(train_ds), len(val_ds), dev
-    )
+    if world.main:
+        for line in skipped:
+            log.error("skipping: %s", line)
+        log.info(
+            "%d training samples, %d validation samples, device %s%s",
+            len(train_ds), len(val_ds), dev,
+            f", {world.size} processes" if world.distributed else "",
+        )  # fmt: skip
     shuffle = torch.Generator()
-    sampler = EpochSampler(RandomSampler(train_ds, generator=shuffle), len(train_ds))
+    if world.distributed:
+        base = DistributedSampler(train_ds, world.size, world.rank, seed=cfg.train.seed)
+        val_sampler = DistributedSampler(val_ds, world.size, world.rank, shuffle=False)
+    else:
+        base, val_sampler = RandomSampler(train_ds, generator=shuffle), None
+    sampler = EpochSampler(base, len(train_ds))
+    workers = cfg.train.workers
     loader = DataLoader(
         train_ds,
         batch_size=cfg.train.batch_size,
         sampler=sampler,
-        drop_last=len(train_ds) > cfg.train.batch_size,
-        num_workers=cfg.train.workers,
+        drop_last=len(sampler) > cfg.train.batch_size,
+        num_workers=workers,
         pin_memory=dev.type == "cuda",
         # Workers live across epochs: the epoch travels inside each index.
-        persistent_workers=cfg.train.workers > 0,
-        prefetch_factor=4 if cfg.train.workers > 0 else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
     )
-    val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, num_workers=0)
+    val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, sampler=val_sampler)
 
     arch = {
         "name": cfg.model.arch,
@@ -104,7 +117,7 @@ def train(
         _load_initial_weights(model, arch, cfg.model.init)
     model = model.to(dev, memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, cfg)
-    # A one-element list so a wall-time budget can shorten the schedule after epoch 1.
+    # A one-element list so a wall-time budget can shorten the schedule as it goes.
     cap = cfg.train.max_steps or cfg.train.epochs * len(loader)
     horizon = [cap]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, horizon))
@@ -119,17 +132,18 @@ def train(
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_loss"]
-        _truncate_metrics(run_dir / "metrics.jsonl", ckpt["epoch"])
         history = list(ckpt.get("history", []))
-        log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
-    # Absolute paths, so that --resume works from any folder.
-    saved = cfg.model_copy(deep=True)
-    saved.output.dir = run_dir.resolve()
-    for key in ("root", "clean_dir"):
-        if getattr(saved.data, key) is not None:
-            setattr(saved.data, key, getattr(saved.data, key).resolve())
-    atomic_write_text(run_dir / "config.yaml", dump_config(saved))
-    writer = _tensorboard(run_dir, cfg.output.tensorboard)
+        if world.main:
+            rundir.truncate_metrics(run_dir, ckpt["epoch"])
+            log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
+    net = model
+    if world.distributed:
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    step_model = torch.compile(net) if cfg.train.compile else net
+    writer = None
+    if world.main:
+        rundir.write_config(run_dir, cfg)
+        writer = rundir.tensorboard(run_dir, cfg.output.tensorboard)
 
     started, row, epoch, ckpt_step = time.perf_counter(), {}, start_epoch - 1, step
     deadline = started + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
@@ -142,30 +156,25 @@ def train(
         t0 = time.perf_counter()
         with progress.task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(loader)) as bar:
             train_loss, samples, step = train_one_epoch(
-                model,
-                loader,
-                optimizer,
-                scheduler,
-                scaler,
-                cfg,
-                dev,
-                dtype,
-                step,
-                horizon[0],
-                bar=bar,
-                writer=writer,
-                deadline=deadline,
-            )
+                step_model, loader, optimizer, scheduler, scaler, cfg, dev, dtype, step,
+                horizon[0], bar=bar, writer=writer, deadline=deadline, world=world,
+            )  # fmt: skip
         seconds = time.perf_counter() - t0
         if cfg.train.max_minutes:
-            # Fit the rest of the schedule to the wall-time budget, at the speed
-            # measured so far; the run ends at the first epoch end past the budget.
+            # Fit the rest of the schedule to the wall-time budget, at the speed measured
+            # so far; every rank adopts the most cautious estimate so they stop together.
             elapsed = time.perf_counter() - started
-            per_step = elapsed / max(step - ckpt_step, 1)
             remaining = cfg.train.max_minutes * 60 - elapsed
-            fit = step + int(remaining / per_step) if remaining > 0 else step
-            horizon[0] = max(step, min(cap, fit))
-        val = validate(model, val_loader, cfg, dev, dtype) if len(val_ds) else {}
+            fit = (
+                step + int(remaining / (elapsed / max(step - ckpt_step, 1)))
+                if remaining > 0
+                else step
+            )
+            horizon[0] = distrib.min_over_ranks(max(step, min(cap, fit)), world, dev)
+        train_loss = distrib.all_sum([train_loss * samples, samples], world, dev)
+        train_loss, samples = train_loss[0] / max(train_loss[1], 1), int(train_loss[1])
+        distrib.sync_buffers(model, world)
+        val = validate(model, val_loader, cfg, dev, dtype, objective, world) if len(val_ds) else {}
         val_loss = val.get("val_loss", train_loss)
         row = {
             "epoch": epoch + 1,
@@ -176,50 +185,46 @@ def train(
             "seconds": round(seconds, 3),
             "samples_per_s": round(samples / max(seconds, 1e-9), 2),
         }
-        improved = val_loss < best
-        best = min(best, val_loss)
-        state = {
-            "arch": arch,
-            "data": {
-                "channels": cfg.data.channels,
-                "size": list(cfg.data.size) if cfg.data.size else None,
-            },
-            "inference": {
-                "mask_threshold": val.get("mask_threshold", 0.5),
-                "mask_dilate": cfg.model.mask_dilate,
-            },
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "rng": rng_state(),
-            "best_val_loss": best,
-            "metrics": row,
-            "history": [*history, row],
-            "config": cfg.model_dump(mode="json"),
-        }
-        save_checkpoint(run_dir / "last.pt", state)
-        if improved:
-            save_checkpoint(run_dir / "best.pt", state)
-        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        improved, best = val_loss < best, min(best, val_loss)
         history.append(row)
-        _log_epoch(writer, row, val.get("samples"), run_dir, epoch)
-        log.info(
-            "epoch %d: train loss %.5f, val loss %.5f, val PSNR %.2f dB",
-            epoch + 1,
-            train_loss,
-            val_loss,
-            val.get("val_psnr", float("nan")),
-        )
-    if writer is not None:
-        writer.close()
-    if history:
-        from annot_denoise.report import curves_png
-
-        atomic_write_bytes(run_dir / "curves.png", curves_png({"train": history}))
+        if world.main:
+            state = {
+                "arch": arch,
+                "data": {
+                    "channels": cfg.data.channels,
+                    "size": list(cfg.data.size) if cfg.data.size else None,
+                },
+                "inference": {
+                    "mask_threshold": val.get("mask_threshold", 0.5),
+                    "mask_dilate": cfg.model.mask_dilate,
+                },
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "rng": rng_state(),
+                "best_val_loss": best,
+                "metrics": row,
+                "history": history,
+                "config": cfg.model_dump(mode="json"),
+            }
+            save_checkpoint(run_dir / "last.pt", state)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", state)
+            rundir.append_metrics(run_dir, row)
+            rundir.log_epoch(writer, row, val.get("samples"), run_dir, epoch)
+            log.info(
+                "epoch %d: train loss %.5f, val loss %.5f, val PSNR %.2f dB",
+                epoch + 1, train_loss, val_loss, val.get("val_psnr", float("nan")),
+            )  # fmt: skip
+        distrib.barrier(world)  # nobody races ahead of rank 0's checkpoint
+    if world.main:
+        if writer is not None:
+            writer.close()
+        rundir.write_curves(run_dir, history)
+    distrib.teardown()
     return RunResult(
         run_dir=run_dir,
         epochs=epoch + 1,
@@ -228,6 +233,7 @@ def train(
         last=row,
         skipped=skipped,
         seconds=time.perf_counter() - started,
+        model=model,
     )
 
 
@@ -246,25 +252,33 @@ def train_one_epoch(
     bar=None,
     writer=None,
     deadline: float | None = None,
+    world: distrib.World | None = None,
 ) -> tuple[float, int, int]:
     """One pass over ``loader`` (ended early at ``total_steps`` or the ``deadline``,
-    a ``time.perf_counter()`` value); returns (mean loss, samples seen, global step)."""
+    a ``time.perf_counter()`` value); returns (mean loss, samples seen, global step).
+
+    The loss stays on the device: the host looks at it only for the progress bar and
+    TensorBoard, and checks every ``CHECK_EVERY`` steps (and at the end) that it is
+    still finite; the first non-finite step is tracked on the device so the error
+    names it exactly.
+    """
+    world = world or distrib.World()
     model.train()
+    # Mask-aware models get the true mask for teacher forcing of their inpainter.
+    teacher = getattr(unwrap(model), "predicts_mask", False)
     total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
-    for batch in loader:
-        if step >= total_steps or (deadline is not None and time.perf_counter() > deadline):
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    for i, batch in enumerate(loader):
+        if step >= total_steps or _past(deadline, i, world, device):
             break
         x, y, m = _to_device(batch, device)
-        # Mask-aware models get the true mask for teacher forcing of their inpainter.
-        teacher = {"true_mask": m} if getattr(unwrap(model), "predicts_mask", False) else {}
         with autocast(device, dtype):
-            parts = model_outputs(model(x, **teacher))
+            parts = model_outputs(model(x, **({"true_mask": m} if teacher else {})))
         loss = objective(parts, y, m, cfg)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"loss became {loss.item()} at step {step + 1}; stopped. The last good weights are "
-                f"in {cfg.output.dir}/last.pt (lower optim.lr or check the data)"
-            )
+        bad = ~torch.isfinite(loss) & (first_bad < 0)
+        first_bad = torch.where(bad, torch.full_like(first_bad, step + 1), first_bad)
+        if (i + 1) % CHECK_EVERY == 0:
+            _check_finite(first_bad, cfg)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.optim.grad_clip > 0:
@@ -277,12 +291,25 @@ def train_one_epoch(
         loss = loss.detach()
         total += loss * x.shape[0]
         seen += x.shape[0]
-        if bar is not None:
+        if bar is not None and bar.visible:
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             bar.advance(1, loss=float(loss), samples_per_s=round(rate, 1))
         if writer is not None and step % 10 == 0:
             writer.add_scalar("loss/train_step", float(loss), step)
+    _check_finite(first_bad, cfg)
     return float(total) / max(seen, 1), seen, step
+
+
+CHECK_EVERY = 10 if torch.cuda.is_available() else 1  # a sync per step is free on the CPU
+
+
+def _check_finite(first_bad: torch.Tensor, cfg: TrainConfig) -> None:
+    bad_step = int(first_bad)
+    if bad_step >= 0:
+        raise TrainingError(
+            f"the loss became NaN or infinite at step {bad_step}; stopped. The last good "
+            f"weights are in {cfg.output.dir}/last.pt (lower optim.lr or check the data)"
+        )
 
 
 def objective(parts: dict, target: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig):
@@ -301,63 +328,6 @@ def objective(parts: dict, target: torch.Tensor, mask: torch.Tensor, cfg: TrainC
     )
 
 
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, dtype
-) -> dict:
-    """Validation loss, PSNR (image and inside the mask), mask F1, sample triplets.
-
-    For mask-aware models the mask threshold with the best F1 over the whole
-    validation set is reported; training stores it in the checkpoint as the
-    default for ``clean``.
-    """
-    model.eval()
-    losses, psnrs, mask_psnrs, samples = [], [], [], []
-    counts = torch.zeros(len(THRESHOLDS), 3)  # tp, fp, fn per threshold
-    for batch in loader:
-        x, y, m = _to_device(batch, device)
-        with autocast(device, dtype):
-            parts = model_outputs(model(x))
-        losses.append(float(objective(parts, y, m, cfg)) * x.shape[0])
-        pred = parts["output"].float().clamp(0, 1)
-        err = (pred - y).square().mean(dim=1)  # B x H x W
-        psnrs += (-10 * torch.log10(err.flatten(1).mean(1).clamp_min(1e-10))).tolist()
-        inside = m[:, 0] > 0
-        for e, k in zip(err, inside):
-            if k.any():
-                mask_psnrs.append(float(-10 * torch.log10(e[k].mean().clamp_min(1e-10))))
-        if "mask_logits" in parts:
-            prob = torch.sigmoid(parts["mask_logits"].float())[:, 0]
-            for t, threshold in enumerate(THRESHOLDS):
-                hit = prob > threshold
-                counts[t] += (
-                    torch.stack(
-                        [(hit & inside).sum(), (hit & ~inside).sum(), (~hit & inside).sum()]
-                    )
-                    .cpu()
-                    .float()
-                )
-        if len(samples) < cfg.train.samples:
-            for i in range(min(x.shape[0], cfg.train.samples - len(samples))):
-                samples.append(torch.cat([x[i], pred[i], y[i]], dim=2).float().cpu())
-    n = len(loader.dataset)
-    result = {
-        "val_loss": sum(losses) / n,
-        "val_psnr": float(np.mean(psnrs)),
-        "val_psnr_mask": float(np.mean(mask_psnrs)) if mask_psnrs else float("nan"),
-        "samples": samples,
-    }
-    if counts.sum() > 0:
-        f1 = 2 * counts[:, 0] / (2 * counts[:, 0] + counts[:, 1] + counts[:, 2]).clamp_min(1)
-        best = int(f1.argmax())
-        result["val_mask_f1"] = float(f1[best])
-        result["mask_threshold"] = THRESHOLDS[best]
-    return result
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside DistributedDataParallel and torch.compile wrappers."""
     while True:
@@ -365,6 +335,15 @@ def unwrap(model: nn.Module) -> nn.Module:
         if inner is None:
             return model
         model = inner
+
+
+def _past(deadline: float | None, i: int, world: distrib.World, device: torch.device) -> bool:
+    """Has the wall-time budget run out? Ranks agree every 10 steps (a collective)."""
+    if deadline is None:
+        return False
+    if not world.distributed:
+        return time.perf_counter() > deadline
+    return i % 10 == 0 and distrib.any_rank(time.perf_counter() > deadline, world, device)
 
 
 def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -418,58 +397,3 @@ def _lr_lambda(cfg: TrainConfig, horizon: list[int]):
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool) -> dict | None:
-    last = run_dir / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise TrainingError(f"{run_dir}: nothing to resume (no last.pt)")
-        return load_checkpoint(last)
-    if last.exists() or (run_dir / "metrics.jsonl").exists():
-        raise TrainingError(
-            f"{run_dir}: already holds a run; pass --resume {run_dir} to continue it, "
-            f"or choose another folder with --set output.dir=..."
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return None
-
-
-def _truncate_metrics(path: Path, last_epoch: int) -> None:
-    """Drop rows written after the checkpoint we resume from (a kill between the two writes)."""
-    if not path.is_file():
-        return
-    rows = [r for r in path.read_text(encoding="utf-8").splitlines() if r.strip()]
-    kept = [r for r in rows if json.loads(r).get("epoch", 0) <= last_epoch + 1]
-    atomic_write_text(path, "".join(r + "\n" for r in kept))
-
-
-def _tensorboard(run_dir: Path, enabled: bool):
-    if not enabled:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
-def _log_epoch(writer, row: dict, samples: list | None, run_dir: Path, epoch: int) -> None:
-    if samples:
-        # One PNG per epoch: rows of annotated | output | clean.
-        grid = make_grid(samples, nrow=1, padding=2)
-        image = from_float(grid.permute(1, 2, 0).numpy(), np.uint8)
-        write_image(run_dir / "samples" / f"epoch_{epoch + 1:03d}.png", image)
-        if writer is not None:
-            writer.add_image("val/annotated|output|clean", grid, epoch + 1)
-    if writer is None:
-        return
-    for key in ("train_loss", "val_loss"):
-        if key in row:
-            writer.add_scalar(f"loss/{key.removesuffix('_loss')}", row[key], epoch + 1)
-    for key in ("val_psnr", "val_psnr_mask"):
-        if key in row and math.isfinite(row[key]):
-            writer.add_scalar(f"psnr/{key.removeprefix('val_')}", row[key], epoch + 1)
-    if "val_mask_f1" in row:
-        writer.add_scalar("mask/f1", row["val_mask_f1"], epoch + 1)
-    writer.add_scalar("lr", row["lr"], epoch + 1)
-    writer.add_scalar("samples_per_s", row["samples_per_s"], epoch + 1)
-    writer.flush()

@@ -1,0 +1,108 @@
+"""The run folder: what training writes and how a run is resumed.
+
+``config.yaml``, ``last.pt``/``best.pt``, ``metrics.jsonl``, ``tensorboard/``,
+``samples/`` and ``curves.png``. Only rank 0 of a distributed run writes here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from annot_denoise.checkpoint import load_checkpoint
+from annot_denoise.config import TrainConfig, dump_config
+from annot_denoise.io import atomic_write_bytes, atomic_write_text, from_float, write_image
+
+
+class RunFolderError(Exception):
+    """A run folder that cannot be used as asked (exists, or nothing to resume)."""
+
+
+def prepare(run_dir: Path, resume: bool) -> dict | None:
+    """The checkpoint to resume from, or None for a fresh run; never overwrites a run."""
+    last = run_dir / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise RunFolderError(f"{run_dir}: nothing to resume (no last.pt)")
+        return load_checkpoint(last)
+    if last.exists() or (run_dir / "metrics.jsonl").exists():
+        raise RunFolderError(
+            f"{run_dir}: already holds a run; pass --resume {run_dir} to continue it, "
+            f"or choose another folder with --set output.dir=..."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """The validated config with absolute paths, so that --resume works from anywhere."""
+    saved = cfg.model_copy(deep=True)
+    saved.output.dir = run_dir.resolve()
+    for key in ("root", "clean_dir"):
+        if getattr(saved.data, key) is not None:
+            setattr(saved.data, key, getattr(saved.data, key).resolve())
+    atomic_write_text(run_dir / "config.yaml", dump_config(saved))
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Drop rows written after the checkpoint we resume from (a kill between the two writes)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    rows = [r for r in path.read_text(encoding="utf-8").splitlines() if r.strip()]
+    kept = [r for r in rows if json.loads(r).get("epoch", 0) <= last_epoch + 1]
+    atomic_write_text(path, "".join(r + "\n" for r in kept))
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def log_epoch(writer, row: dict, samples: list | None, run_dir: Path, epoch: int) -> None:
+    """samples/epoch_NNN.png and the epoch's TensorBoard scalars and images."""
+    if samples:
+        # One PNG per epoch: rows of annotated | output | clean.
+        grid = make_grid(samples, nrow=1, padding=2)
+        image = from_float(grid.permute(1, 2, 0).numpy(), np.uint8)
+        write_image(run_dir / "samples" / f"epoch_{epoch + 1:03d}.png", image)
+        if writer is not None:
+            writer.add_image("val/annotated|output|clean", grid, epoch + 1)
+    if writer is None:
+        return
+    for key in ("train_loss", "val_loss"):
+        if key in row:
+            writer.add_scalar(f"loss/{key.removesuffix('_loss')}", row[key], epoch + 1)
+    for key in ("val_psnr", "val_psnr_mask"):
+        if key in row and math.isfinite(row[key]):
+            writer.add_scalar(f"psnr/{key.removeprefix('val_')}", row[key], epoch + 1)
+    if "val_mask_f1" in row:
+        writer.add_scalar("mask/f1", row["val_mask_f1"], epoch + 1)
+    writer.add_scalar("lr", row["lr"], epoch + 1)
+    writer.add_scalar("samples_per_s", row["samples_per_s"], epoch + 1)
+    writer.flush()
+
+
+def write_curves(run_dir: Path, history: list[dict]) -> None:
+    if history:
+        from annot_denoise.report import curves_png
+
+        atomic_write_bytes(run_dir / "curves.png", curves_png({"train": history}))
+
+
+def sample_row(x: torch.Tensor, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One validation triplet, side by side, on the CPU."""
+    return torch.cat([x, pred, y], dim=2).float().cpu()
