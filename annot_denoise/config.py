@@ -61,10 +61,10 @@ class DataConfig(_Strict):
     )
     val_split: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of scans held out")
     size: tuple[int, int] | None = Field(
-        (336, 544), description="[height, width] to resize to; null = native resolution"
+        None, description="[height, width] to resize to (the thesis: [336, 544]); null = native"
     )
     patch: int | None = Field(
-        None, ge=16, description="train on random square crops of this side (after any resize)"
+        256, ge=16, description="train on random square crops of this side (after any resize)"
     )
     channels: Literal[1, 3] = Field(3, description="1 = grey network, 3 = RGB network")
     cache: bool = Field(
@@ -91,10 +91,10 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     arch: ArchName = Field(
-        "unet", description="maskunet (mask + content heads), unet (skips) or autoencoder"
+        "maskunet", description="maskunet (mask + inpainting), unet (skips) or autoencoder"
     )
-    width: int = Field(32, ge=4, le=512, description="channels at the first level")
-    depth: int = Field(4, ge=1, le=7, description="number of 2x down-samplings")
+    width: int = Field(16, ge=4, le=512, description="channels at the first level")
+    depth: int = Field(3, ge=1, le=7, description="number of 2x down-samplings")
     norm: Literal["batch", "group", "none"] = Field(
         "batch", description="normalisation after each convolution"
     )
@@ -103,7 +103,7 @@ class ModelConfig(_Strict):
         description="start from these weights: 'default' (the shipped model) or a checkpoint",
     )
     mask_dilate: int = Field(
-        1, ge=0, le=32, description="maskunet: pixels the predicted mask grows by at inference"
+        2, ge=0, le=32, description="maskunet: pixels the predicted mask may grow by at inference"
     )
 
 

@@ -40,15 +40,15 @@ def synth_dir(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture(scope="session")
 def trained_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory, device: str) -> Path:
-    """A run folder from a few training steps of a tiny U-Net."""
+    """A run folder from a few training steps of a tiny U-Net on resized pairs."""
     from annot_denoise.config import validate_config
     from annot_denoise.train import train
 
     run = tmp_path_factory.mktemp("run") / "run"
     cfg = validate_config(
         {
-            "data": {"root": str(synth_dir), "size": [96, 128]},
-            "model": {"width": 8, "depth": 2},
+            "data": {"root": str(synth_dir), "size": [96, 128], "patch": None},
+            "model": {"arch": "unet", "width": 8, "depth": 2},
             "train": {"epochs": 2, "batch_size": 4, "workers": 0, "samples": 2},
             "output": {"dir": str(run)},
         }

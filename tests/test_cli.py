@@ -43,7 +43,7 @@ def test_init_config_is_valid_and_not_overwritten(tmp_path: Path) -> None:
     assert run("init-config", path).exit_code == 0
     from annot_denoise.config import load_config
 
-    assert load_config(path).model.arch == "unet"
+    assert load_config(path).model.arch == "maskunet"
     assert run("init-config", path).exit_code == 1
     assert run("init-config", path, "--force").exit_code == 0
 
@@ -123,7 +123,8 @@ def test_end_to_end_through_the_cli(phantom_dir: Path, tmp_path: Path) -> None:
     assert run("synth", phantom_dir, data, "--copies", "2", "--no-progress").exit_code == 0
     result = run(
         "train", "--set", f"data.root={data}", "--set", "data.size=[96,128]",
-        "--set", "model.width=8", "--set", "model.depth=2", "--set", "train.epochs=2",
+        "--set", "data.patch=null", "--set", "model.width=8", "--set", "model.depth=2",
+        "--set", "train.epochs=2",
         "--set", "train.workers=0", "--set", f"output.dir={run_dir}", "--no-progress",
     )  # fmt: skip
     assert result.exit_code == 0, result.output

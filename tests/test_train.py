@@ -17,8 +17,8 @@ from annot_denoise.train import TrainingError, train
 def _cfg(data: Path, out: Path, **train_kw):
     return validate_config(
         {
-            "data": {"root": str(data), "size": [48, 64]},
-            "model": {"width": 8, "depth": 2},
+            "data": {"root": str(data), "size": [48, 64], "patch": None},
+            "model": {"arch": "unet", "width": 8, "depth": 2},
             "optim": {"warmup_steps": 2},
             "train": {"epochs": 2, "batch_size": 4, "workers": 0, "samples": 2, **train_kw},
             "output": {"dir": str(out)},
@@ -114,7 +114,7 @@ def test_maskunet_on_the_fly_run(mask_run: Path) -> None:
     assert ckpt["arch"]["name"] == "maskunet"
     assert ckpt["data"]["size"] is None
     assert 0 < ckpt["inference"]["mask_threshold"] < 1
-    assert ckpt["inference"]["mask_dilate"] == 1
+    assert ckpt["inference"]["mask_dilate"] == 2
     rows = [json.loads(x) for x in (mask_run / "metrics.jsonl").read_text().splitlines()]
     assert 0 <= rows[-1]["val_mask_f1"] <= 1
 

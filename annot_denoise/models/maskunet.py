@@ -174,8 +174,9 @@ def _adaptive_hole(
     """The detected pixels plus those within ``dilate`` px that look like marks."""
     if dilate <= 0 or not bool((detected > 0).any()):
         return detected
-    ring = _grow(detected, dilate) - detected
-    first = fill_holes(x, _grow(detected, 1), smooth_steps)
+    grown = _grow(detected, dilate)
+    ring = grown - detected
+    first = fill_holes(x, grown, smooth_steps)
     deviates = ((x - first).abs().amax(dim=1, keepdim=True) > FRINGE).to(x.dtype)
     return torch.clamp(detected + ring * deviates, 0, 1)
 
