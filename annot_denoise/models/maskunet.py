@@ -70,7 +70,7 @@ class MaskUNet(nn.Module):
         depth: int = 3,
         norm: str = "batch",
         train_dilate: int = 2,
-        smooth_steps: int = 30,
+        smooth_steps: int = 4,
     ) -> None:
         super().__init__()
         self.depth, self.train_dilate, self.smooth_steps = depth, train_dilate, smooth_steps
@@ -128,11 +128,11 @@ def fill_holes(x: torch.Tensor, hole: torch.Tensor, smooth_steps: int = 0) -> to
     """Smooth fill of ``hole`` from the surrounding pixels: the guess classical
     inpainting makes, on the GPU and differentiable; the inpainter corrects it.
 
-    A push-pull pyramid first (known pixels averaged down until every hole is
-    covered, coarse levels pulled back into the holes), then ``smooth_steps``
-    Jacobi steps of Laplace's equation inside the holes, which turn the blocky
-    pyramid fill into the harmonic interpolant: on thin marks with the exact mask
-    this beats OpenCV's Telea by about 1 dB.
+    A push-pull pyramid (known pixels averaged down until every hole is covered,
+    coarse levels pulled back into the holes) with ``smooth_steps`` Jacobi steps of
+    Laplace's equation inside the holes at every level, coarse to fine: a multigrid
+    way to the harmonic interpolant at the cost of a few full-resolution passes.
+    With the exact mask, on thin marks, this beats OpenCV's Telea by about 1 dB.
     """
     known = 1 - hole
     if not bool((hole > 0).any()):
@@ -148,17 +148,22 @@ def fill_holes(x: torch.Tensor, hole: torch.Tensor, smooth_steps: int = 0) -> to
     filled = value / weight.clamp_min(1e-6)
     for value, weight in reversed(levels[:-1]):
         up = F.interpolate(filled, size=value.shape[-2:], mode="bilinear", align_corners=False)
-        mean = value / weight.clamp_min(1e-6)
         seen = (weight > 0).to(x.dtype)
-        filled = seen * mean + (1 - seen) * up
-    filled = x * known + filled * hole
-    if smooth_steps:
-        c = x.shape[1]
-        kernel = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=x.dtype, device=x.device)
-        kernel = (kernel / 4).view(1, 1, 3, 3).repeat(c, 1, 1, 1)
-        for _ in range(smooth_steps):
-            mean = F.conv2d(F.pad(filled, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
-            filled = x * known + mean * hole
+        mean = value / weight.clamp_min(1e-6)
+        filled = _smooth(seen * mean + (1 - seen) * up, mean, seen, smooth_steps)
+    return x * known + filled * hole
+
+
+def _smooth(filled: torch.Tensor, fixed: torch.Tensor, seen: torch.Tensor, steps: int):
+    """Jacobi steps of Laplace's equation where ``seen`` is 0; elsewhere ``fixed``.
+
+    The 4-neighbour mean is four shifted adds rather than a convolution: exact in
+    fp32 whatever autocast is active, and faster on the CPU.
+    """
+    for _ in range(steps):
+        p = F.pad(filled, (1, 1, 1, 1), mode="replicate")
+        mean = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]) / 4
+        filled = seen * fixed + (1 - seen) * mean
     return filled
 
 
