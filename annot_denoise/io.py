@@ -15,7 +15,6 @@ import os
 import secrets
 import struct
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -247,11 +246,6 @@ def describe(image: np.ndarray) -> str:
     channels = 1 if image.ndim == 2 else image.shape[2]
     mode = {1: "grey", 2: "grey+alpha", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}-channel")
     return f"{w}x{h} {mode} {8 * image.dtype.itemsize}-bit"
-
-
-def common_root(paths: Iterable[Path]) -> Path:
-    """Deepest folder that contains every path."""
-    return Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
 
 
 # --------------------------------------------------------------------------- internals
