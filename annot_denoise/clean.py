@@ -32,7 +32,7 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.progress import Progress
-from annot_denoise.sheet import as_display, contact_sheet
+from annot_denoise.sheet import contact_sheet, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -170,18 +170,6 @@ def clean(
     }
     atomic_write_text(Path(out) / f"clean_run{suffix}.json", json.dumps(record, indent=2))
     return report
-
-
-def thumbnail(image: np.ndarray, height: int = 200) -> np.ndarray:
-    """A small 8-bit RGB copy for contact sheets (keeps memory flat on huge scans)."""
-    import cv2
-
-    shown = as_display(image)
-    scale = height / shown.shape[0]
-    if scale < 1:
-        size = (max(1, round(shown.shape[1] * scale)), height)
-        shown = cv2.resize(shown, size, interpolation=cv2.INTER_AREA)
-    return shown
 
 
 def _write(dst: Path, image: np.ndarray, mask: np.ndarray | None) -> None:

@@ -121,17 +121,23 @@ def check_pairs(pairs: Sequence[Pair]) -> tuple[list[Pair], list[str]]:
     return good, errors
 
 
-def load_pair(pair: Pair, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode one pair: (annotated, clean) HxWxC in the file's dtype, mask bool HxW."""
-    clean_raw, annot_raw = read_image(pair.clean), read_image(pair.annotated)
-    if clean_raw.shape[:2] != annot_raw.shape[:2]:
+def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one pair as stored: (annotated, clean) in the files' layout, mask bool HxW."""
+    clean, annot = read_image(pair.clean), read_image(pair.annotated)
+    if clean.shape[:2] != annot.shape[:2]:
         raise ImageReadError(pair.annotated, "size differs from its clean partner")
     if pair.mask is not None:
         mask = to_grey(read_image(pair.mask)) > 0
-        if mask.shape != clean_raw.shape[:2]:
+        if mask.shape != clean.shape[:2]:
             raise ImageReadError(pair.mask, "mask size differs from its image")
     else:
-        mask = annotation_mask(annot_raw, clean_raw)
+        mask = annotation_mask(annot, clean)
+    return annot, clean, mask
+
+
+def load_pair(pair: Pair, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_pair` in the network's layout: HxWxC in the file's dtype."""
+    annot_raw, clean_raw, mask = read_pair(pair)
     convert = to_rgb if channels == 3 else to_grey
     clean, annot = convert(clean_raw), convert(annot_raw)
     if clean.ndim == 2:

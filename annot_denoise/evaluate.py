@@ -23,13 +23,12 @@ import cv2
 import numpy as np
 
 from annot_denoise.baselines import BASELINES
-from annot_denoise.data import annotation_mask, check_pairs, find_pairs
+from annot_denoise.data import check_pairs, find_pairs, read_pair
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
     ImageReadError,
     atomic_write_bytes,
     atomic_write_text,
-    read_image,
     to_float,
     to_grey,
     to_rgb,
@@ -90,7 +89,7 @@ def evaluate(
             loaded = []
             for pair in chunk:
                 try:
-                    loaded.append((pair, *_load(pair)))
+                    loaded.append((pair, *read_pair(pair)))
                 except ImageReadError as exc:
                     failed.append(str(exc))
                     log.error("%s", exc)
@@ -148,7 +147,7 @@ def _gallery(pairs, rows: list[dict], method: str, restorer: Restorer | None) ->
     by_name = {p.name: p for p in pairs}
     items = []
     for label, (value, name) in picks.items():
-        annot, _, mask = _load(by_name[name])
+        annot, _, mask = read_pair(by_name[name])
         if restorer is not None:
             result = restorer.restore([annot])[0]
             after, predicted = result.image, result.mask
@@ -180,16 +179,6 @@ def score(
     if predicted is not None:
         result.update(mask_scores(predicted, mask))
     return result
-
-
-def _load(pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    annot, clean = read_image(pair.annotated), read_image(pair.clean)
-    if annot.shape != clean.shape:
-        raise ImageReadError(
-            pair.annotated, f"shape {annot.shape} differs from clean {clean.shape}"
-        )
-    mask = to_grey(read_image(pair.mask)) > 0 if pair.mask else annotation_mask(annot, clean)
-    return annot, clean, mask
 
 
 def _mean(values: list[float]) -> float:

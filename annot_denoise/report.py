@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from annot_denoise import __version__
 from annot_denoise.io import atomic_write_text, encode_image
-from annot_denoise.sheet import as_display
+from annot_denoise.sheet import as_display, thumbnail
 
 METRIC_LABELS = {
     "psnr": "PSNR dB",
@@ -133,13 +132,7 @@ def _gallery_cells(item: GalleryItem) -> list[str]:
 
 
 def _png(image: np.ndarray, max_side: int = 480) -> bytes:
-    image = as_display(image)
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale < 1:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return encode_image(image, ".png")
+    return encode_image(thumbnail(image, max_side), ".png")
 
 
 def _img(png: bytes, alt: str) -> str:

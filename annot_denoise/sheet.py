@@ -23,6 +23,17 @@ def as_display(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(to_rgb(image))
 
 
+def thumbnail(image: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """A small 8-bit RGB copy (keeps memory flat when sheets are built from huge scans)."""
+    shown = as_display(image)
+    h, w = shown.shape[:2]
+    scale = max_side / max(h, w)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        shown = cv2.resize(shown, size, interpolation=cv2.INTER_AREA)
+    return shown
+
+
 def contact_sheet(
     rows: Sequence[Sequence[np.ndarray]],
     *,
