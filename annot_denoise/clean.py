@@ -1,9 +1,11 @@
 """Clean folders of real scans: mirror the input tree, never touch the input.
 
 Each output has its input's relative path, name, format, size, channels and
-bit depth. Outputs that already exist are skipped (an interrupted run resumes
-by running the same command again) unless ``overwrite`` is set. Reading and
-writing run in a thread pool while the network works on the current batch.
+bit depth. DICOM inputs come back as DICOM with every frame of a cine loop
+cleaned (see :mod:`annot_denoise.dicom` for what changes in the dataset).
+Outputs that already exist are skipped (an interrupted run resumes by running
+the same command again) unless ``overwrite`` is set. Reading and writing run in
+a thread pool while the network works on the current batch.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from annot_denoise import __version__
+from annot_denoise import __version__, dicom
 from annot_denoise.distributed import from_env, shard
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
-    IMAGE_SUFFIXES,
+    READ_SUFFIXES,
     ImageReadError,
+    atomic_write_bytes,
     atomic_write_text,
     list_images,
     read_image,
@@ -72,13 +75,33 @@ def plan_outputs(inputs: Path, out: Path) -> list[tuple[Path, Path]]:
         return [(inputs, out / inputs.name)]
     sources = list_images(inputs)
     if not sources:
-        raise CleanError(f"{inputs}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise CleanError(f"{inputs}: no images found (looked for {', '.join(READ_SUFFIXES)})")
     return [(src, out / src.relative_to(inputs)) for src in sources]
 
 
-def mask_path(output: Path) -> Path:
-    """Where ``--save-mask`` puts an output's predicted mask: beside it, as PNG."""
-    return output.with_name(output.name + ".mask.png")
+def mask_path(output: Path, frame: int | None = None) -> Path:
+    """Where ``--save-mask`` puts an output's predicted mask: beside it, as PNG.
+
+    Frames of a multi-frame DICOM get one mask each: ``NAME.frame0007.mask.png``.
+    """
+    tag = "" if frame is None else f".frame{frame:04d}"
+    return output.with_name(f"{output.name}{tag}.mask.png")
+
+
+@dataclass
+class Scan:
+    """One input file: its frames (one for ordinary images) and, for DICOM, the dataset."""
+
+    frames: list[np.ndarray]
+    dicom: dicom.DicomScan | None = None
+
+
+def read_scan(path: Path) -> Scan:
+    """Read any supported input for cleaning; DICOM keeps its dataset for writing back."""
+    if dicom.is_dicom_path(path):
+        scan = dicom.read(path)
+        return Scan(list(scan.frames), scan)
+    return Scan([read_image(path)])
 
 
 def clean(
@@ -92,10 +115,15 @@ def clean(
     save_mask: bool = False,
     report_csv: bool = False,
     preview: int = 0,
+    clear_burned_in: bool = False,
     progress: Progress | None = None,
     meta: dict | None = None,
 ) -> CleanReport:
-    """Clean every image under ``inputs`` into ``out``; see the module docstring."""
+    """Clean every image under ``inputs`` into ``out``; see the module docstring.
+
+    ``clear_burned_in`` sets DICOM Burned In Annotation to NO in the outputs; it
+    is off by default because removing calipers is not de-identification.
+    """
     if save_mask and not restorer.predicts_mask:
         raise CleanError(
             "--save-mask needs a mask-aware model (model.arch: maskunet); this checkpoint "
@@ -115,31 +143,38 @@ def clean(
         log.info("skipping %d images whose output exists (--overwrite to redo)", report.skipped)
     Path(out).mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
+    description = f"annotations removed by annot-denoise {__version__}" + (
+        f" (model {Path(str(meta['model'])).name})" if meta and meta.get("model") else ""
+    )
     sheet: list[list[np.ndarray]] = []  # thumbnails for --preview
     with ThreadPoolExecutor(max(1, workers)) as pool, progress.task("cleaning", len(todo)) as bar:
         writes: list[tuple[Path, Future]] = []
         for chunk, reads in _prefetch(pool, todo, batch_size):
-            images, dests = [], []
+            scans, dests = [], []
             for (src, dst), fut in zip(chunk, reads):
                 try:
-                    images.append(fut.result())
+                    scans.append(fut.result())
                     dests.append((src, dst))
                 except ImageReadError as exc:
                     report.failed.append(str(exc))
                     log.error("%s", exc)
-            for (src, dst), image, result in zip(dests, images, restorer.restore(images)):
+            # Frames of every file in the chunk go through the network together.
+            results = iter(restorer.restore([f for scan in scans for f in scan.frames]))
+            for (src, dst), scan in zip(dests, scans):
+                done = [next(results) for _ in scan.frames]
                 if len(sheet) < preview:
-                    sheet.append([thumbnail(image), thumbnail(result.image)])
-                    if result.mask is not None:
-                        sheet[-1].append(thumbnail(result.mask))
-                mask = result.mask if save_mask else None
-                writes.append((src, pool.submit(_write, dst, result.image, mask)))
+                    sheet.append([thumbnail(scan.frames[0]), thumbnail(done[0].image)])
+                    if done[0].mask is not None:
+                        sheet[-1].append(thumbnail(done[0].mask))
+                job = (dst, scan, done, save_mask, description, clear_burned_in)
+                writes.append((src, pool.submit(_write, *job)))
                 report.outputs.append(dst)
+                masks = [r.mask for r in done if r.mask is not None]
                 rows[dst.relative_to(out).as_posix()] = {
                     "image": dst.relative_to(out).as_posix(),
-                    "changed_fraction": round(result.changed, 6),
-                    "mask_fraction": round(float(result.mask.mean()), 6)
-                    if result.mask is not None
+                    "changed_fraction": round(float(np.mean([r.changed for r in done])), 6),
+                    "mask_fraction": round(float(np.mean([m.mean() for m in masks])), 6)
+                    if masks
                     else "",
                 }
             bar.advance(len(chunk))
@@ -172,11 +207,27 @@ def clean(
     return report
 
 
-def _write(dst: Path, image: np.ndarray, mask: np.ndarray | None) -> None:
-    # The mask first: an existing output then always has its mask (resume skips it).
-    if mask is not None:
-        write_image(mask_path(dst), mask.astype(np.uint8) * 255)
-    write_image(dst, image)
+def _write(
+    dst: Path,
+    scan: Scan,
+    results: list,
+    save_mask: bool,
+    description: str,
+    clear_burned_in: bool,
+) -> None:
+    # Masks first: an existing output then always has its masks (resume skips it).
+    if save_mask:
+        for k, result in enumerate(results):
+            frame = k if len(results) > 1 else None
+            write_image(mask_path(dst, frame), result.mask.astype(np.uint8) * 255)
+    if scan.dicom is None:
+        write_image(dst, results[0].image)
+        return
+    frames = np.stack([r.image for r in results])
+    data = dicom.encode(
+        scan.dicom, frames, description=description, clear_burned_in=clear_burned_in
+    )
+    atomic_write_bytes(dst, data)
 
 
 def _write_csv_report(path: Path, rows: dict[str, dict]) -> None:
@@ -195,12 +246,12 @@ def _write_csv_report(path: Path, rows: dict[str, dict]) -> None:
 
 def _prefetch(
     pool: ThreadPoolExecutor, todo: Sequence[tuple[Path, Path]], batch_size: int
-) -> Iterator[tuple[Sequence[tuple[Path, Path]], list[Future[np.ndarray]]]]:
+) -> Iterator[tuple[Sequence[tuple[Path, Path]], list[Future[Scan]]]]:
     """Yield batches whose reads were started one batch ahead."""
     chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    pending = [pool.submit(read_image, src) for src, _ in chunks[0]] if chunks else []
+    pending = [pool.submit(read_scan, src) for src, _ in chunks[0]] if chunks else []
     for i, chunk in enumerate(chunks):
         current = pending
         if i + 1 < len(chunks):
-            pending = [pool.submit(read_image, src) for src, _ in chunks[i + 1]]
+            pending = [pool.submit(read_scan, src) for src, _ in chunks[i + 1]]
         yield chunk, current

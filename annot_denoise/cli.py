@@ -402,13 +402,22 @@ def clean_cmd(
             min=0, help="Write OUT/clean_preview.png: before | after | mask of the first N images."
         ),
     ] = 0,
+    clear_burned_in: Annotated[
+        bool,
+        typer.Option(
+            help="DICOM: set Burned In Annotation to NO in the outputs. Off by default: "
+            "removing calipers is not de-identification; text such as names may remain."
+        ),
+    ] = False,
     device: Device = "auto",
     no_progress: NoProgress = False,
 ) -> None:
     """Remove annotations from every image under INPUTS, writing the same formats to -o.
 
     JPEG outputs are written at quality 95; every other format is lossless, with the
-    input's size, channels, alpha and bit depth.
+    input's size, channels, alpha and bit depth. DICOM (.dcm, or files carrying the
+    DICM preamble; needs the [dicom] extra) is written back as DICOM, every frame of
+    a cine loop cleaned, with a new SOP Instance UID and Image Type DERIVED.
     """
     from annot_denoise.clean import clean
 
@@ -424,6 +433,7 @@ def clean_cmd(
         save_mask=save_mask,
         report_csv=report,
         preview=preview,
+        clear_burned_in=clear_burned_in,
         progress=_progress(no_progress),
         meta={"model": model or "default", "device": str(dev)},
     )

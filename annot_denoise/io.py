@@ -22,6 +22,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# What list_images picks up; extension-less files are DICOM when they carry DICM.
+READ_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 # Large enough for a 12000x12000 scan, small enough that a forged header cannot
 # make us allocate tens of gigabytes (a decompression bomb).
 MAX_PIXELS = 150_000_000
@@ -54,21 +57,29 @@ def list_images(root: Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such file or folder")
+    from annot_denoise.dicom import is_dicom_path
+
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+            if name.startswith("."):
                 continue
-            found.append(Path(dirpath) / name)
+            path = Path(dirpath) / name
+            if name.lower().endswith(READ_SUFFIXES) or is_dicom_path(path):
+                found.append(path)
     return sorted(found)
 
 
 def read_image(path: Path | str) -> np.ndarray:
     """Decode ``path`` into a ``uint8``/``uint16`` array, keeping channels and depth."""
-    path = Path(path)
+    return decode_image(read_bytes(Path(path)), path)
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, or an :class:`ImageReadError` saying why they cannot be had."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except IsADirectoryError:
         raise ImageReadError(path, "is a folder, not an image") from None
     except FileNotFoundError:
@@ -78,13 +89,19 @@ def read_image(path: Path | str) -> np.ndarray:
         raise ImageReadError(path, "permission denied") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read ({exc.strerror or exc})") from None
-    return decode_image(data, path)
+
+
+def has_preamble(data: bytes) -> bool:
+    """True for bytes that start like a DICOM Part 10 file (128-byte preamble + DICM)."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
 
 
 def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes; ``path`` is only used in error messages."""
     if not data:
         raise ImageReadError(path, "empty file (0 bytes)")
+    if has_preamble(data) or Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return _single_dicom_frame(data, path)
     if _is_png_16bit_color(data):
         # Pillow reduces 16-bit colour PNGs to 8 bits; OpenCV keeps all 16.
         return _decode_with_opencv(data, path)
@@ -260,6 +277,19 @@ def _check_size(width: int, height: int, path: Path | str) -> None:
             f"image too large: {width}x{height} = {width * height / 1e6:.0f} Mpx "
             f"(limit {MAX_PIXELS / 1e6:.0f} Mpx; a decompression bomb or a corrupt header)",
         )
+
+
+def _single_dicom_frame(data: bytes, path: Path | str) -> np.ndarray:
+    from annot_denoise import dicom
+
+    scan = dicom.decode(data, path)
+    if scan.multi_frame:
+        raise ImageReadError(
+            path,
+            f"multi-frame DICOM ({len(scan.frames)} frames): only `clean` takes cine loops; "
+            "give synth, train and eval single frames",
+        )
+    return scan.frames[0]
 
 
 def _is_png_16bit_color(data: bytes) -> bool:

@@ -477,10 +477,10 @@ def test_list_images(tmp_path: Path) -> None:
         "sub/x.png",
         "sub/deeper/y.jpg",
         "sub2/z.png",
+        "scan.dcm",  # DICOM by suffix; extension-less DICOM is in test_dicom.py
     ]
     unwanted = [
         "notes.txt",
-        "scan.dcm",
         "png",
         "archive.png.zip",
         ".hidden.png",
