@@ -32,6 +32,7 @@ from annot_denoise.io import (
     atomic_write_text,
     list_images,
     read_image,
+    remove_stale_temporaries,
     write_image,
 )
 from annot_denoise.progress import Progress
@@ -142,6 +143,13 @@ def clean(
     if report.skipped:
         log.info("skipping %d images whose output exists (--overwrite to redo)", report.skipped)
     Path(out).mkdir(parents=True, exist_ok=True)
+    # A killed run leaves its in-flight writes behind as hidden temporaries: sweep those
+    # of this rank's own files (another rank's may still be in flight).
+    owned = {d for _, d in plan} | {mask_path(d) for _, d in plan}
+    extras = [f"clean_run{suffix}.json", f"clean_report{suffix}.csv"]
+    owned |= {Path(out) / name for name in extras + ["clean_preview.png"] * world.main}
+    if removed := remove_stale_temporaries(out, owned):
+        log.info("removed %d temporary files left by an interrupted run", removed)
     rows: dict[str, dict] = {}
     description = f"annotations removed by annot-denoise {__version__}" + (
         f" (model {Path(str(meta['model'])).name})" if meta and meta.get("model") else ""
@@ -234,7 +242,7 @@ def _write_csv_report(path: Path, rows: dict[str, dict]) -> None:
     """Per-image changed-pixel fractions, merged with an earlier (interrupted) run's."""
     merged: dict[str, dict] = {}
     if path.is_file():
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
             merged = {r["image"]: r for r in csv.DictReader(fh)}
     merged.update(rows)
     buf = io.StringIO()

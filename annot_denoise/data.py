@@ -18,13 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from annot_denoise.augment import augment_scan, crop, crop_box, window
 from annot_denoise.io import (
     ImageReadError,
     differs,
+    image_size,
     list_images,
     read_image,
     split_alpha,
@@ -99,7 +99,10 @@ def split_pairs(items: Sequence, val_split: float, seed: int) -> tuple[list, lis
     def group(item) -> str:
         return item.group if isinstance(item, Pair) else str(item)
 
-    groups = sorted({group(p) for p in items}, key=lambda g: zlib.crc32(f"{seed}:{g}".encode()))
+    groups = sorted(
+        {group(p) for p in items},
+        key=lambda g: zlib.crc32(f"{seed}:{g}".encode("utf-8", "surrogateescape")),
+    )
     n_val = min(max(1, round(len(groups) * val_split)), len(groups) - 1)
     val_groups = set(groups[:n_val])
     train = [p for p in items if group(p) not in val_groups]
@@ -112,7 +115,7 @@ def check_pairs(pairs: Sequence[Pair]) -> tuple[list[Pair], list[str]]:
     good, errors = [], []
     for pair in pairs:
         try:
-            sizes = {_header_size(p) for p in (pair.clean, pair.annotated, pair.mask) if p}
+            sizes = {image_size(p) for p in (pair.clean, pair.annotated, pair.mask) if p}
             if len(sizes) > 1:
                 raise ImageReadError(pair.annotated, f"sizes differ between partners: {sizes}")
             good.append(pair)
@@ -361,21 +364,11 @@ def _readable(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
     good, errors = [], []
     for path in paths:
         try:
-            _header_size(path)
+            image_size(path)
             good.append(path)
         except ImageReadError as exc:
             errors.append(str(exc))
     return good, errors
-
-
-def _header_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise ImageReadError(path, "no such file") from None
-    except Exception as exc:  # Pillow raises many types for junk; the reason is what matters
-        raise ImageReadError(path, f"not a readable image ({type(exc).__name__})") from None
 
 
 def _manifest_groups(path: Path) -> dict[str, str]:

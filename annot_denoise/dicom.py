@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import io
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,8 @@ def is_dicom_path(path: Path) -> bool:
     if (path.suffix and not path.suffix[1:].isdigit()) or path.name.upper() == "DICOMDIR":
         return False  # DICOMDIR is an index, not an image
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the listing
+            return False
         with path.open("rb") as fh:
             return has_preamble(fh.read(132))
     except OSError:

@@ -27,7 +27,6 @@ from annot_denoise.data import check_pairs, find_pairs, read_pair
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
     ImageReadError,
-    atomic_write_bytes,
     atomic_write_text,
     to_float,
     to_grey,
@@ -206,4 +205,4 @@ def _write_report(report: EvalReport, data_dir: Path, n_images: int, meta: dict)
     writer = csv.DictWriter(buf, fieldnames=["image", "method", *METRICS, *MASK_METRICS])
     writer.writeheader()
     writer.writerows(report.per_image)
-    atomic_write_bytes(report.out_dir / "per_image.csv", buf.getvalue().encode("utf-8"))
+    atomic_write_text(report.out_dir / "per_image.csv", buf.getvalue())

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
+import stat
 import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -28,6 +31,8 @@ READ_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 # Large enough for a 12000x12000 scan, small enough that a forged header cannot
 # make us allocate tens of gigabytes (a decompression bomb).
 MAX_PIXELS = 150_000_000
+# Files are read whole; a long uncompressed cine loop fits, a stray disk image does not.
+MAX_FILE_BYTES = 4 << 30
 JPEG_QUALITY = 95
 PNG_COMPRESSION = 3
 
@@ -53,9 +58,9 @@ def list_images(root: Path) -> list[Path]:
     files) are skipped.
     """
     root = Path(root)
-    if root.is_file() or root.is_symlink():
-        return [root]
-    if not root.is_dir():
+    if not root.is_dir():  # a symlink to a folder is a folder
+        if root.is_file() or root.is_symlink():
+            return [root]
         raise FileNotFoundError(f"{root}: no such file or folder")
     from annot_denoise.dicom import is_dicom_path
 
@@ -78,17 +83,62 @@ def read_image(path: Path | str) -> np.ndarray:
 
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, or an :class:`ImageReadError` saying why they cannot be had."""
+    check_file(path)
     try:
         return path.read_bytes()
-    except IsADirectoryError:
-        raise ImageReadError(path, "is a folder, not an image") from None
-    except FileNotFoundError:
-        reason = "broken symbolic link" if path.is_symlink() else "no such file"
-        raise ImageReadError(path, reason) from None
-    except PermissionError:
-        raise ImageReadError(path, "permission denied") from None
     except OSError as exc:
-        raise ImageReadError(path, f"cannot read ({exc.strerror or exc})") from None
+        raise _os_error(path, exc) from None
+
+
+def check_file(path: Path) -> None:
+    """Raise :class:`ImageReadError` unless ``path`` is a regular file we may read whole."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(path, "is a folder, not an image")
+    # Reading a FIFO or a device would block or never end.
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+    if info.st_size > MAX_FILE_BYTES:
+        size = f"{info.st_size / 2**30:.1f} GiB"
+        raise ImageReadError(path, f"file too large: {size} (limit {MAX_FILE_BYTES >> 30} GiB)")
+    if not os.access(path, os.R_OK):
+        raise ImageReadError(path, "permission denied")
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(width, height) from the header alone where possible; errors as :func:`read_image`."""
+    path = Path(path)
+    check_file(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+        if has_preamble(head) or path.suffix.lower() in DICOM_SUFFIXES:
+            image = read_image(path)
+            return image.shape[1], image.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                _check_size(img.width, img.height, path)
+                return img.size
+    except ImageReadError:
+        raise
+    except Exception:  # Pillow raises many types for junk: let the full reader say why
+        image = read_image(path)
+        return image.shape[1], image.shape[0]
+
+
+def _os_error(path: Path, exc: OSError) -> ImageReadError:
+    if isinstance(exc, IsADirectoryError):
+        return ImageReadError(path, "is a folder, not an image")
+    if isinstance(exc, FileNotFoundError):
+        reason = "broken symbolic link" if path.is_symlink() else "no such file"
+        return ImageReadError(path, reason)
+    if isinstance(exc, PermissionError):
+        return ImageReadError(path, "permission denied")
+    return ImageReadError(path, f"cannot read ({exc.strerror or exc})")
 
 
 def has_preamble(data: bytes) -> bool:
@@ -107,6 +157,9 @@ def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
         return _decode_with_opencv(data, path)
     try:
         with warnings.catch_warnings():
+            # Pillow warns about damage (corrupt EXIF, ...) it works around; we report
+            # what cannot be worked around as errors, so its warnings are noise.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 _check_size(img.width, img.height, path)
@@ -122,6 +175,10 @@ def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
     except ImageReadError:
         raise
     except UnidentifiedImageError:
+        fmt = _sniff(data)
+        if fmt:
+            reason = f"truncated or corrupt image data (starts like {fmt} but cannot be decoded)"
+            raise ImageReadError(path, reason) from None
         raise ImageReadError(path, "not an image in a supported format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
@@ -191,9 +248,30 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: Path | str, finals: set[Path]) -> int:
+    """Delete the ``.NAME.<hex>.tmp`` files that killed writes of ``finals`` left under
+    ``folder`` (one walk); returns how many. Only for files this process owns: a
+    temporary of another live writer is not stale."""
+    removed = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            match = _TEMP_NAME.match(name)
+            if match and Path(dirpath) / match["name"] in finals:
+                (Path(dirpath) / name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}\.tmp$")
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
-    """Text flavour of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Text flavour of :func:`atomic_write_bytes` (UTF-8).
+
+    File names that are not UTF-8 (decoded by Python with surrogate escapes) are
+    written back as the bytes the file system has, instead of failing.
+    """
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def to_float(image: np.ndarray) -> np.ndarray:
@@ -292,6 +370,23 @@ def _single_dicom_frame(data: bytes, path: Path | str) -> np.ndarray:
     return scan.frames[0]
 
 
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"BM": "BMP",
+    b"GIF8": "GIF",
+}
+
+
+def _sniff(data: bytes) -> str | None:
+    """The format a file's first bytes claim, for a better message when decoding fails."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for sig, fmt in _SIGNATURES.items() if data.startswith(sig)), None)
+
+
 def _is_png_16bit_color(data: bytes) -> bool:
     # IHDR is always the first chunk: bit depth at byte 24, colour type at 25.
     if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n":
@@ -351,8 +446,31 @@ def _rgb_to_bgr(image: np.ndarray) -> np.ndarray:
 
 
 def _encode_grey_alpha(image: np.ndarray, suffix: str) -> bytes:
-    if suffix != ".png" or image.dtype != np.uint8:
-        raise ValueError("grey+alpha images can only be written as 8-bit .png")
+    if suffix == ".png" and image.dtype == np.uint16:
+        return _png_grey_alpha_16(image)
+    if suffix not in (".png", ".tif", ".tiff") or image.dtype != np.uint8:
+        raise ValueError(
+            "grey+alpha images can only be written as .png (8 or 16-bit) or 8-bit .tif"
+        )
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image), mode="LA").save(buf, format="PNG")
+    fmt = "PNG" if suffix == ".png" else "TIFF"
+    Image.fromarray(np.ascontiguousarray(image), mode="LA").save(buf, format=fmt)
     return buf.getvalue()
+
+
+def _png_grey_alpha_16(image: np.ndarray) -> bytes:
+    """16-bit grey+alpha PNG (colour type 4), which neither Pillow nor OpenCV writes."""
+    h, w, _ = image.shape
+    rows = np.zeros((h, 1 + 4 * w), np.uint8)  # each row: filter type 0, then the samples
+    rows[:, 1:] = np.ascontiguousarray(image, dtype=">u2").view(np.uint8).reshape(h, 4 * w)
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_COMPRESSION))
+        + chunk(b"IEND", b"")
+    )

@@ -49,6 +49,16 @@ def write_config(run_dir: Path, cfg: TrainConfig) -> None:
     atomic_write_text(run_dir / "config.yaml", dump_config(saved))
 
 
+def restore_metrics(run_dir: Path, ckpt: dict) -> None:
+    """metrics.jsonl as of the checkpoint we resume from, whatever a kill interrupted:
+    its rows come from the checkpoint's own history when it has one."""
+    if "history" not in ckpt:  # checkpoints from before the history was saved
+        truncate_metrics(run_dir, ckpt["epoch"])
+        return
+    rows = "".join(json.dumps(row) + "\n" for row in ckpt["history"])
+    atomic_write_text(run_dir / "metrics.jsonl", rows)
+
+
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     """Drop rows written after the checkpoint we resume from (a kill between the two writes)."""
     path = run_dir / "metrics.jsonl"

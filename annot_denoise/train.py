@@ -25,6 +25,7 @@ from annot_denoise import rundir
 from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
 from annot_denoise.config import TrainConfig
 from annot_denoise.data import EpochSampler, build_datasets
+from annot_denoise.io import remove_stale_temporaries
 from annot_denoise.losses import restoration_loss
 from annot_denoise.models import build_model, model_outputs
 from annot_denoise.progress import Progress
@@ -134,7 +135,9 @@ def train(
         start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_loss"]
         history = list(ckpt.get("history", []))
         if world.main:
-            rundir.truncate_metrics(run_dir, ckpt["epoch"])
+            rundir.restore_metrics(run_dir, ckpt)
+            # Checkpoint writes a kill interrupted (.last.pt.<hex>.tmp, ~40 MB each).
+            remove_stale_temporaries(run_dir, {run_dir / "last.pt", run_dir / "best.pt"})
             log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
     net = model
     if world.distributed:
@@ -210,9 +213,10 @@ def train(
                 "history": history,
                 "config": cfg.model_dump(mode="json"),
             }
-            save_checkpoint(run_dir / "last.pt", state)
+            # best.pt first: a kill between the two reruns this epoch, which writes it again.
             if improved:
                 save_checkpoint(run_dir / "best.pt", state)
+            save_checkpoint(run_dir / "last.pt", state)
             rundir.append_metrics(run_dir, row)
             rundir.log_epoch(writer, row, val.get("samples"), run_dir, epoch)
             log.info(

@@ -589,9 +589,14 @@ def test_alpha_to_jpeg_is_refused(tmp_path: Path, channels: int) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_16bit_grey_alpha_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"8-bit \.png"):
-        write_image(tmp_path / "out.png", textured(8, 8, 2, np.uint16))
+def test_grey_alpha_round_trips_where_the_format_holds_it(tmp_path: Path) -> None:
+    for name, dtype in (("la16.png", np.uint16), ("la8.png", np.uint8), ("la8.tif", np.uint8)):
+        image = textured(9, 7, 2, dtype)
+        write_image(tmp_path / name, image)
+        back = read_image(tmp_path / name)
+        assert back.dtype == dtype and np.array_equal(back, image), name
+    with pytest.raises(ValueError, match="grey\\+alpha"):
+        write_image(tmp_path / "la16.tif", textured(8, 8, 2, np.uint16))
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,9 @@ def output_names(sources: Sequence[Path], root: Path, copies: int) -> list[tuple
 
 def item_rng(seed: int, name: str, copy: int) -> np.random.Generator:
     """The generator for one output, independent of order and of other files."""
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(name.encode()), copy]))
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, zlib.crc32(name.encode("utf-8", "surrogateescape")), copy])
+    )
 
 
 def synth(
