@@ -12,7 +12,10 @@ Two ways to run a network, chosen by how it was trained:
 
 Mask-aware networks (``maskunet``) add a fidelity guarantee: the predicted mask is
 thresholded and dilated, and every pixel outside it is copied bit for bit from the
-input. What comes back always has the input's size, channels, alpha and bit depth.
+input. They run in two stages: the detector over the whole image, then the
+inpainter only on crops around what it found (with ``CONTEXT`` pixels of
+surroundings), since marks cover a few percent of a scan. What comes back
+always has the input's size, channels, alpha and bit depth.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ from annot_denoise.runtime import amp_dtype, autocast
 log = logging.getLogger(__name__)
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Inpainting crops: this much scan around each detection (the inpainter's useful
+# reach; measured against whole-image inpainting in tests/test_inference.py), on a
+# grid of CELL pixels, which keeps crops aligned with the network's pooling grid.
+CONTEXT = 48
+CELL = 16
+# When the crops would cover more than this fraction, inpaint the whole image.
+CROP_LIMIT = 0.5
 
 
 @dataclass
@@ -77,6 +87,7 @@ class Restorer:
         self.tile, self.batch_size = tile, batch_size
         self.residual = bool(getattr(model, "residual", False))
         self.predicts_mask = bool(getattr(model, "predicts_mask", False))
+        self.two_stage = hasattr(model, "detect") and hasattr(model, "inpaint")
 
     @classmethod
     def from_checkpoint(
@@ -110,6 +121,8 @@ class Restorer:
         nets = [self._network_input(img) for img in images]
         if self.size is not None:
             preds = self._predict_resized(nets)
+        elif self.two_stage:
+            preds = self._predict_two_stage(nets)
         else:
             preds = [self._predict_native(net) for net in nets]
         return [self._finish(img, net, p) for img, net, p in zip(images, nets, preds)]
@@ -123,8 +136,7 @@ class Restorer:
 
     def _forward(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """B x h x w x C floats -> numpy outputs (``output``, ``content``, ``prob``)."""
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(self.device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = self._tensor(batch)
         kwargs = {"threshold": self.threshold, "dilate": self.dilate} if self.predicts_mask else {}
         with torch.inference_mode():
             with autocast(self.device, self.dtype):
@@ -159,13 +171,13 @@ class Restorer:
         return preds
 
     def _predict_native(self, net: np.ndarray) -> dict[str, np.ndarray]:
+        return self._with_oom_fallback(lambda tile: self._tiled(net, tile, self._forward))
+
+    def _with_oom_fallback(self, run):
         tile = self.tile
         while True:
             try:
-                if net.shape[0] <= tile and net.shape[1] <= tile:
-                    out = self._forward(net[None])
-                    return {k: v[0] for k, v in out.items()}
-                return self._predict_tiled(net, tile)
+                return run(tile)
             except torch.cuda.OutOfMemoryError:
                 if tile <= 128:
                     raise
@@ -173,31 +185,92 @@ class Restorer:
                 tile //= 2
                 log.warning("out of GPU memory; retrying with %dx%d tiles", tile, tile)
 
-    def _predict_tiled(self, net: np.ndarray, tile: int) -> dict[str, np.ndarray]:
-        """Overlapping tiles (a quarter of a tile), blended with Gaussian weights."""
-        h, w, c = net.shape
+    def _tiled(self, net: np.ndarray, tile: int, forward) -> dict[str, np.ndarray]:
+        """``forward`` over ``net``: whole if it fits in ``tile``, else overlapping tiles
+        (a quarter of a tile) blended with Gaussian weights."""
+        h, w, _ = net.shape
+        if h <= tile and w <= tile:
+            return {k: v[0] for k, v in forward(net[None]).items()}
         overlap = tile // 4
         ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
         weight = _gaussian(min(tile, h), min(tile, w))
-        acc = {"main": np.zeros((h, w, c), np.float32)}
-        acc.update(prob=np.zeros((h, w), np.float32), hole=np.zeros((h, w), np.float32))
+        th, tw = weight.shape
+        acc: dict[str, np.ndarray] = {}
         total = np.zeros((h, w), np.float32)
         boxes = [(y, x) for y in ys for x in xs]
-        th, tw = weight.shape
         for start in range(0, len(boxes), self.batch_size):
             chunk = boxes[start : start + self.batch_size]
-            out = self._forward(np.stack([net[y : y + th, x : x + tw] for y, x in chunk]))
-            main = out["content"] if "content" in out else out["output"]
+            out = forward(np.stack([net[y : y + th, x : x + tw] for y, x in chunk]))
             for i, (y, x) in enumerate(chunk):
-                acc["main"][y : y + th, x : x + tw] += main[i] * weight[..., None]
-                for key in ("prob", "hole"):
-                    if key in out:
-                        acc[key][y : y + th, x : x + tw] += out[key][i] * weight
+                for key, value in out.items():
+                    if key not in acc:
+                        acc[key] = np.zeros((h, w, *value.shape[3:]), np.float32)
+                    wk = weight if value.ndim == 3 else weight[..., None]
+                    acc[key][y : y + th, x : x + tw] += value[i] * wk
                 total[y : y + th, x : x + tw] += weight
-        main = acc["main"] / total[..., None]
-        if self.predicts_mask:
-            return {"content": main, "prob": acc["prob"] / total, "hole": acc["hole"] / total}
-        return {"output": main}
+        for value in acc.values():
+            value /= total if value.ndim == 2 else total[..., None]
+        return acc
+
+    def _predict_two_stage(self, nets: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Detect on whole images (same-sized ones batched), inpaint around the finds."""
+        probs: list[np.ndarray | None] = [None] * len(nets)
+        fits = [i for i, n in enumerate(nets) if max(n.shape[:2]) <= self.tile]
+        by_shape: dict[tuple, list[int]] = {}
+        for i in fits:
+            by_shape.setdefault(nets[i].shape, []).append(i)
+        for group in by_shape.values():
+            for start in range(0, len(group), self.batch_size):
+                chunk = group[start : start + self.batch_size]
+                out = self._with_oom_fallback(
+                    lambda _tile, chunk=chunk: self._detect(np.stack([nets[i] for i in chunk]))
+                )
+                for k, i in enumerate(chunk):
+                    probs[i] = out["prob"][k]
+        preds = []
+        for net, prob in zip(nets, probs):
+            if prob is None:  # larger than a tile
+                prob = self._with_oom_fallback(
+                    lambda tile, net=net: self._tiled(net, tile, self._detect)
+                )["prob"]
+            preds.append(self._inpaint_around(net, prob))
+        return preds
+
+    def _inpaint_around(self, net: np.ndarray, prob: np.ndarray) -> dict[str, np.ndarray]:
+        detected = prob > self.threshold
+        hole = np.zeros(prob.shape, np.float32)
+        if not detected.any():
+            return {"prob": prob, "content": net, "hole": hole}
+        content = net.copy()
+        for box, own in _crops(detected):
+            sub = np.concatenate([net[box], detected[box][..., None].astype(np.float32)], axis=2)
+            out = self._with_oom_fallback(
+                lambda tile, sub=sub: self._tiled(sub, tile, self._inpaint)
+            )
+            take = own & (out["hole"] > 0.5)
+            content[box][take] = out["content"][take]
+            hole[box][take] = 1.0
+        return {"prob": prob, "content": content, "hole": hole}
+
+    def _detect(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        x = self._tensor(batch)
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            logits = self.model.detect(x)
+            return {"prob": torch.sigmoid(logits.float())[:, 0].cpu().numpy()}
+
+    def _inpaint(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        x = self._tensor(batch[..., :-1])
+        detected = self._tensor(batch[..., -1:])
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            content, hole = self.model.inpaint(x, detected, self.dilate)
+            return {
+                "content": content.float().permute(0, 2, 3, 1).cpu().numpy(),
+                "hole": hole.float()[:, 0].cpu().numpy(),
+            }
+
+    def _tensor(self, batch: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ writing back
 
@@ -242,7 +315,10 @@ def _grey_scan(color: np.ndarray, mask: np.ndarray) -> bool:
     """True when every pixel outside ``mask`` has R == G == B (within JPEG noise)."""
     if color.ndim != 3:
         return False
-    outside = color[~mask].astype(np.int32)
+    # A statistic, so a regular sample of pixels decides it (a full pass costs more
+    # than the network on a 2-core CPU).
+    step = max(1, int(math.sqrt(mask.size / 65536)))
+    outside = color[::step, ::step][~mask[::step, ::step]].astype(np.int32)
     if not len(outside):
         return False
     spread = outside.max(axis=1) - outside.min(axis=1)
@@ -252,6 +328,29 @@ def _grey_scan(color: np.ndarray, mask: np.ndarray) -> bool:
 
 def _changed(a: np.ndarray, b: np.ndarray) -> float:
     return float(differs(a, b).mean())
+
+
+def _crops(detected: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """Boxes to inpaint: each group of detections with ``CONTEXT`` px around it, on a
+    ``CELL`` grid, and the part of the box that group owns (boxes may overlap)."""
+    h, w = detected.shape
+    hc, wc = -(-h // CELL), -(-w // CELL)
+    cells = np.zeros((hc * CELL, wc * CELL), bool)
+    cells[:h, :w] = detected
+    cells = cells.reshape(hc, CELL, wc, CELL).any(axis=(1, 3)).astype(np.uint8)
+    reach = -(-CONTEXT // CELL)
+    grown = cv2.dilate(cells, np.ones((2 * reach + 1,) * 2, np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    area = int(stats[1:, cv2.CC_STAT_WIDTH] @ stats[1:, cv2.CC_STAT_HEIGHT])
+    if area > CROP_LIMIT * hc * wc:
+        return [((slice(0, h), slice(0, w)), np.ones((h, w), bool))]
+    crops = []
+    for k in range(1, count):
+        x, y, bw, bh = stats[k, :4]
+        box = (slice(y * CELL, min((y + bh) * CELL, h)), slice(x * CELL, min((x + bw) * CELL, w)))
+        own = np.kron(labels[y : y + bh, x : x + bw] == k, np.ones((CELL, CELL), bool))
+        crops.append((box, own[: box[0].stop - box[0].start, : box[1].stop - box[1].start]))
+    return crops
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -126,3 +126,84 @@ def test_resize_mode_mask_models_keep_fidelity() -> None:
     image = _scan(64, 80, 3, np.uint8)
     result = r.restore([image])[0]
     assert np.array_equal(result.image[~result.mask], image[~result.mask])
+
+
+# ---------------------------------------------------------------- two-stage inference
+
+
+def test_crops_hold_each_group_of_marks_with_context() -> None:
+    from annot_denoise.inference import CELL, CONTEXT, _crops
+
+    detected = np.zeros((300, 500), bool)
+    detected[40:44, 30:90] = True  # a label near the top-left corner
+    detected[200:230, 400:405] = True  # a caliper far away
+    crops = _crops(detected)
+    assert len(crops) == 2
+    covered = np.zeros_like(detected)
+    for (ys, xs), own in crops:
+        assert ys.start % CELL == 0 and xs.start % CELL == 0  # on the network's grid
+        assert own.shape == (ys.stop - ys.start, xs.stop - xs.start)
+        assert not covered[ys, xs][own].any()  # each pixel belongs to one crop
+        covered[ys, xs] |= own
+        marks = np.argwhere(detected[ys, xs] & own)
+        top, left = marks.min(0) + np.array([ys.start, xs.start])
+        bottom, right = marks.max(0) + np.array([ys.start, xs.start])
+        # Context on every side, unless the image ends first.
+        assert top - ys.start >= min(CONTEXT, top) and left - xs.start >= min(CONTEXT, left)
+        assert ys.stop - 1 - bottom >= min(CONTEXT, 299 - bottom)
+        assert xs.stop - 1 - right >= min(CONTEXT, 499 - right)
+    assert covered[detected].all()
+    assert covered.mean() < 0.5
+
+
+def test_marks_all_over_the_image_inpaint_it_whole() -> None:
+    from annot_denoise.inference import _crops
+
+    detected = np.zeros((256, 256), bool)
+    detected[::40, ::40] = True
+    ((ys, xs), own), *rest = _crops(detected)
+    assert not rest and (ys, xs) == (slice(0, 256), slice(0, 256)) and own.all()
+
+
+@pytest.fixture(scope="module")
+def default_model() -> tuple:
+    from annot_denoise.pretrained import resolve_model
+
+    return load_model(resolve_model(None))
+
+
+def _annotated_scans(count: int, h: int = 240, w: int = 320) -> list[np.ndarray]:
+    from annot_denoise.synth.pipeline import annotate
+
+    scans = []
+    for k in range(count):
+        scan = make_phantom(h, w, np.random.default_rng(k), color=True)
+        scans.append(annotate(scan, "mixed", np.random.default_rng(k))[1])
+    return scans
+
+
+def test_inpainting_crops_match_whole_image_inpainting(default_model) -> None:
+    model, ckpt = default_model
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    scans = _annotated_scans(4)
+    cropped = r.restore(scans)
+    r.two_stage = False  # the single forward pass: detector and inpainter on everything
+    whole = r.restore(scans)
+    for a, b in zip(cropped, whole):
+        union, both = a.mask | b.mask, a.mask & b.mask
+        assert union.any()
+        assert both.sum() >= 0.95 * union.sum()  # the same holes, up to a few fringe pixels
+        diff = np.abs(a.image.astype(int) - b.image.astype(int)).max(axis=-1)
+        assert diff[both].mean() <= 1.0  # grey levels
+        assert not diff[~union].any()
+
+
+def test_same_sized_images_batch_like_single_ones(default_model) -> None:
+    model, ckpt = default_model
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), batch_size=4)
+    scans = _annotated_scans(3) + _annotated_scans(1, 200, 280)
+    together = r.restore(scans)
+    for scan, result in zip(scans, together):
+        alone = r.restore([scan])[0]
+        assert np.array_equal(alone.mask, result.mask)
+        assert np.abs(alone.image.astype(int) - result.image.astype(int)).max() <= 1

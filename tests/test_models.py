@@ -102,3 +102,16 @@ def test_adaptive_hole_takes_the_fringe_not_the_background() -> None:
     hole = _adaptive_hole(x, detected, dilate=2, smooth_steps=10)
     assert hole[..., 11, 5:15].all() and hole[..., 10, 5:15].all()
     assert not hole[..., 9, 5:15].any()  # clean background next to the stroke stays
+
+
+def test_sparse_hole_smoothing_gives_the_dense_bits() -> None:
+    from annot_denoise.models.maskunet import _grow, fill_holes
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 67, 90, generator=gen)
+    hole = _grow((torch.rand(2, 1, 67, 90, generator=gen) > 0.99).float(), 2)
+    with torch.no_grad():
+        sparse = fill_holes(x, hole, smooth_steps=4)  # visits only the hole pixels
+    dense = fill_holes(x.clone().requires_grad_(), hole, smooth_steps=4)  # autograd: dense
+    assert torch.equal(sparse, dense.detach())
+    assert not torch.equal(sparse, fill_holes(x, hole, smooth_steps=0))  # the steps did work
