@@ -219,14 +219,19 @@ class Restorer:
         by_shape: dict[tuple, list[int]] = {}
         for i in fits:
             by_shape.setdefault(nets[i].shape, []).append(i)
+
+        def detect(tile: int, chunk: list[int]) -> list[np.ndarray]:
+            if tile == self.tile:  # the whole batch at once
+                return list(self._detect(np.stack([nets[i] for i in chunk]))["prob"])
+            # After running out of GPU memory: one image at a time, in smaller tiles.
+            return [self._tiled(nets[i], tile, self._detect)["prob"] for i in chunk]
+
         for group in by_shape.values():
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start : start + self.batch_size]
-                out = self._with_oom_fallback(
-                    lambda _tile, chunk=chunk: self._detect(np.stack([nets[i] for i in chunk]))
-                )
-                for k, i in enumerate(chunk):
-                    probs[i] = out["prob"][k]
+                found = self._with_oom_fallback(lambda tile, chunk=chunk: detect(tile, chunk))
+                for i, prob in zip(chunk, found):
+                    probs[i] = prob
         preds = []
         for net, prob in zip(nets, probs):
             if prob is None:  # larger than a tile
@@ -317,7 +322,7 @@ def _grey_scan(color: np.ndarray, mask: np.ndarray) -> bool:
         return False
     # A statistic, so a regular sample of pixels decides it (a full pass costs more
     # than the network on a 2-core CPU).
-    step = max(1, int(math.sqrt(mask.size / 65536)))
+    step = max(1, int(math.sqrt(mask.size / 16384)))
     outside = color[::step, ::step][~mask[::step, ::step]].astype(np.int32)
     if not len(outside):
         return False
