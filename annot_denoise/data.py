@@ -75,13 +75,16 @@ def find_pairs(root: Path) -> list[Pair]:
     groups = _manifest_groups(root / "manifest.jsonl")
     pairs = []
     for name in sorted(names["clean"]):
-        mask = root / "masks" / name
+        # The mask has the pair's name, or the same stem as PNG (masks are written
+        # losslessly: a JPEG or DICOM pair keeps its mask as .png).
+        candidates = (root / "masks" / name, (root / "masks" / name).with_suffix(".png"))
+        mask = next((m for m in candidates if m.is_file()), None)
         pairs.append(
             Pair(
                 name=name,
                 clean=root / "clean" / name,
                 annotated=root / "annotated" / name,
-                mask=mask if mask.is_file() else None,
+                mask=mask,
                 group=groups.get(name, name),
             )
         )

@@ -366,3 +366,41 @@ def test_clean_without_the_extra_names_it_and_carries_on(
     assert "a.dcm" in result.output and "annot-denoise[dicom]" in result.output
     assert (tmp_path / "out" / "b.png").is_file()
     assert not (tmp_path / "out" / "a.dcm").exists()
+
+
+def test_train_and_eval_take_dicom_scans(tmp_path: Path) -> None:
+    from annot_denoise.config import validate_config
+    from annot_denoise.evaluate import evaluate
+    from annot_denoise.phantom import make_phantom
+    from annot_denoise.synth.pipeline import annotate
+    from annot_denoise.train import train
+
+    scans = tmp_path / "scans"
+    pairs = tmp_path / "pairs"
+    for k in range(6):
+        scan = make_phantom(64, 96, np.random.default_rng(k))
+        scans.mkdir(exist_ok=True)
+        (scans / f"IM_{k:04d}").write_bytes(to_bytes(make_dataset(scan)))  # no suffix
+        clean_img, annotated, mask, _ = annotate(scan, "calipers", np.random.default_rng(k))
+        for sub, image in (("clean", clean_img), ("annotated", annotated)):
+            (pairs / sub).mkdir(parents=True, exist_ok=True)
+            photometric = "RGB" if image.ndim == 3 else "MONOCHROME2"
+            (pairs / sub / f"s{k}.dcm").write_bytes(to_bytes(make_dataset(image, photometric)))
+        write_image(pairs / "masks" / f"s{k}.png", mask.astype(np.uint8) * 255)
+    cfg = validate_config(
+        {
+            "data": {"on_the_fly": True, "clean_dir": str(scans), "size": None, "patch": 32},
+            "model": {"arch": "maskunet", "width": 8, "depth": 2},
+            "train": {"epochs": 1, "batch_size": 4, "workers": 0, "samples": 1},
+            "output": {"dir": str(tmp_path / "run")},
+        }
+    )
+    train(cfg, device="cpu")
+    assert (tmp_path / "run" / "best.pt").is_file()
+    model, ckpt = load_model(tmp_path / "run" / "best.pt")
+    restorer = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    report = evaluate(pairs, {"model": restorer}, tmp_path / "eval")
+    assert not report.failed
+    rows = [row for row in report.per_image if row["method"] == "model"]
+    assert {row["image"] for row in rows} == {f"s{k}.dcm" for k in range(6)}
+    assert all(row["f1"] == row["f1"] for row in rows)  # masks found: F1 is a number
