@@ -93,6 +93,7 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
         raise ImageReadError(path, f"not a readable DICOM file ({_first_line(exc)})") from None
     if "PixelData" not in ds:
         raise ImageReadError(path, "DICOM file without pixel data (a report or index?)")
+    _complete_file_meta(ds)
     try:
         photometric = str(ds.PhotometricInterpretation).strip()
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -166,6 +167,8 @@ def encode(
     uid = pydicom.uid.generate_uid()
     ds.SOPInstanceUID = uid
     ds.file_meta.MediaStorageSOPInstanceUID = uid
+    if "SOPClassUID" in ds:
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     image_type = list(ds.ImageType) if "ImageType" in ds else ["DERIVED", "SECONDARY"]
     image_type[0] = "DERIVED"
@@ -188,6 +191,20 @@ def _pydicom(path: Path | str) -> Any:
     except ImportError:
         raise ImageReadError(path, EXTRA_HINT) from None
     return pydicom
+
+
+def _complete_file_meta(ds: Any) -> None:
+    """Old archives hold bare datasets without file meta: name the encoding pydicom
+    found, so the pixel data can be decoded and the output is a proper Part 10 file."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = syntax if little else ExplicitVRBigEndian
 
 
 def _to_unsigned(arr: np.ndarray, stored: int, signed: bool, allocated: int) -> np.ndarray:

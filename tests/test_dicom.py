@@ -174,6 +174,22 @@ def test_compressed_input_is_written_uncompressed(syntax, bits: int) -> None:
     assert np.array_equal(out.pixel_array, pixels)
 
 
+def test_bare_dataset_without_file_meta_is_read_and_written_as_part_10() -> None:
+    # Old archives: no preamble, no file meta, implicit VR little endian.
+    pixels = noise((12, 16))
+    ds = make_dataset(pixels)
+    del ds.file_meta
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    scan = dicom.decode(buf.getvalue(), "old.dcm")
+    assert np.array_equal(scan.frames[0], pixels)
+    out = dicom.encode(scan, scan.frames, description="x")
+    assert out[128:132] == b"DICM"
+    back = pydicom.dcmread(io.BytesIO(out))
+    assert back.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
+    assert back.PatientName == "Doe^Jane" and np.array_equal(back.pixel_array, pixels)
+
+
 def test_deflated_input_is_read() -> None:
     pixels = noise((24, 32))
     ds = make_dataset(pixels)
