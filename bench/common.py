@@ -53,8 +53,11 @@ def append_results(title: str, body: str, path: Path = RESULTS) -> None:
     path = Path(path)
     if not path.exists():
         path.write_text("# Benchmark results\n\nEvery section is appended by a script in bench/.\n")
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(section)
+    text = path.read_text(encoding="utf-8")
+    # The one-line-per-machine ``## Speed`` summary stays last.
+    at = text.find("\n## Speed\n")
+    text = text + section if at < 0 else text[:at].rstrip("\n") + "\n" + section + text[at:]
+    path.write_text(text, encoding="utf-8")
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
