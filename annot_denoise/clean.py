@@ -26,12 +26,15 @@ from annot_denoise import __version__, dicom
 from annot_denoise.distributed import from_env, shard
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
+    IMAGE_SUFFIXES,
     READ_SUFFIXES,
     ImageReadError,
     atomic_write_bytes,
     atomic_write_text,
+    decode_image,
+    is_dicom,
     list_images,
-    read_image,
+    read_bytes,
     remove_stale_temporaries,
     write_image,
 )
@@ -99,10 +102,12 @@ class Scan:
 
 def read_scan(path: Path) -> Scan:
     """Read any supported input for cleaning; DICOM keeps its dataset for writing back."""
-    if dicom.is_dicom_path(path):
-        scan = dicom.read(path)
+    data = read_bytes(path)
+    # A DICOM named like an image (scan.png) is written back as that image format.
+    if is_dicom(data, path) and not path.name.lower().endswith(IMAGE_SUFFIXES):
+        scan = dicom.decode(data, path)
         return Scan(list(scan.frames), scan)
-    return Scan([read_image(path)])
+    return Scan([decode_image(data, path)])
 
 
 def clean(

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from annot_denoise.io import DICOM_SUFFIXES, MAX_PIXELS, ImageReadError, has_preamble, read_bytes
+from annot_denoise.io import DICOM_SUFFIXES, MAX_PIXELS, ImageReadError, has_preamble
 
 EXTRA_HINT = "DICOM support needs the optional extra: pip install 'annot-denoise[dicom]'"
 _MONO = ("MONOCHROME1", "MONOCHROME2")
@@ -70,14 +70,6 @@ def is_dicom_path(path: Path) -> bool:
             return has_preamble(fh.read(132))
     except OSError:
         return False
-
-
-def available() -> bool:
-    try:
-        import pydicom  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
@@ -137,9 +129,33 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
     return DicomScan(frames, ds, stored, signed, inverted)
 
 
-def read(path: Path | str) -> DicomScan:
-    """Read a DICOM file; see :func:`decode`."""
-    return decode(read_bytes(Path(path)), path)
+def frame_size(path: Path | str) -> tuple[int, int]:
+    """(width, height) of a single-frame DICOM from its header, without the pixel data."""
+    pydicom = _pydicom(path)
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        width, height = int(ds.Columns), int(ds.Rows)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImageReadError(path, f"not a readable DICOM file ({_first_line(exc)})") from None
+    except AttributeError:
+        raise ImageReadError(path, "DICOM file without pixel data (a report or index?)") from None
+    require_single_frame(frames, path)
+    return width, height
+
+
+def require_single_frame(frames: int, path: Path | str) -> None:
+    """synth, train and eval take one frame per file; cine loops are for clean."""
+    if frames > 1:
+        raise ImageReadError(
+            path,
+            f"multi-frame DICOM ({frames} frames): only `clean` takes cine loops; "
+            "give synth, train and eval single frames",
+        )
 
 
 def encode(

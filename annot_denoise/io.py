@@ -115,9 +115,10 @@ def image_size(path: Path | str) -> tuple[int, int]:
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
-        if has_preamble(head) or path.suffix.lower() in DICOM_SUFFIXES:
-            image = read_image(path)
-            return image.shape[1], image.shape[0]
+        if is_dicom(head, path):
+            from annot_denoise import dicom
+
+            return dicom.frame_size(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
@@ -146,11 +147,16 @@ def has_preamble(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
+def is_dicom(data: bytes, path: Path | str) -> bool:
+    """DICOM by content (the preamble), or by suffix: bare datasets have no preamble."""
+    return has_preamble(data) or Path(path).suffix.lower() in DICOM_SUFFIXES
+
+
 def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes; ``path`` is only used in error messages."""
     if not data:
         raise ImageReadError(path, "empty file (0 bytes)")
-    if has_preamble(data) or Path(path).suffix.lower() in DICOM_SUFFIXES:
+    if is_dicom(data, path):
         return _single_dicom_frame(data, path)
     if _is_png_16bit_color(data):
         # Pillow reduces 16-bit colour PNGs to 8 bits; OpenCV keeps all 16.
@@ -361,12 +367,7 @@ def _single_dicom_frame(data: bytes, path: Path | str) -> np.ndarray:
     from annot_denoise import dicom
 
     scan = dicom.decode(data, path)
-    if scan.multi_frame:
-        raise ImageReadError(
-            path,
-            f"multi-frame DICOM ({len(scan.frames)} frames): only `clean` takes cine loops; "
-            "give synth, train and eval single frames",
-        )
+    dicom.require_single_frame(len(scan.frames), path)
     return scan.frames[0]
 
 
