@@ -33,7 +33,7 @@ from annot_denoise.io import (
     to_rgb,
     write_image,
 )
-from annot_denoise.metrics import mask_scores, mean_abs_change, psnr, ssim
+from annot_denoise.metrics import PSNR_CAP, mask_scores, mean_abs_change, psnr, ssim
 from annot_denoise.progress import Progress
 from annot_denoise.report import GalleryItem, write_report
 from annot_denoise.sheet import contact_sheet
@@ -110,7 +110,10 @@ def evaluate(
     for name in methods:
         mine = [r for r in rows if r["method"] == name]
         keys = METRICS + (MASK_METRICS if mine and "f1" in mine[0] else ())
-        summary[name] = {k: _mean([r[k] for r in mine]) for k in keys}
+        summary[name] = {
+            k: _mean([r[k] for r in mine], cap=PSNR_CAP if k.startswith("psnr") else None)
+            for k in keys
+        }
     report = EvalReport(Path(out_dir), summary, rows, failed, time.perf_counter() - started)
     _write_report(report, data_dir, len({r["image"] for r in rows}), meta or {})
     if sheet:
@@ -180,7 +183,10 @@ def score(
     return result
 
 
-def _mean(values: list[float]) -> float:
+def _mean(values: list[float], cap: float | None = None) -> float:
+    """Mean over images; NaN (nothing to measure) is skipped, +inf counts as ``cap``."""
+    if cap is not None:
+        values = [min(v, cap) for v in values]
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
 
@@ -193,7 +199,8 @@ def _write_report(report: EvalReport, data_dir: Path, n_images: int, meta: dict)
         "seconds": round(report.seconds, 2),
         "metrics": report.methods,
         "notes": {
-            "psnr_mask": "PSNR inside the true annotation mask (dB)",
+            "psnr": f"PSNR over the whole image (dB); an exact image counts as {PSNR_CAP:g}",
+            "psnr_mask": "PSNR inside the true annotation mask (dB), capped the same way",
             "change_outside": f"mean |output - input| outside the true mask dilated by "
             f"{OUTSIDE_MARGIN} px, in 8-bit grey levels",
             "f1": "mask precision/recall/F1/IoU, for methods that predict a mask",

@@ -12,6 +12,11 @@ import math
 
 import numpy as np
 
+# What an exact image (infinite PSNR) counts for in an average over images: dropping
+# it instead would average each method over a different set of images, and leave
+# out exactly the images a method got right.
+PSNR_CAP = 100.0
+
 
 def psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
     """PSNR in dB over all pixels, or over ``mask`` (HxW bool) only; inf when equal."""

@@ -82,3 +82,13 @@ def test_unreadable_pair_is_reported(trained_run: Path, synth_dir: Path, tmp_pat
     assert not report.ok
     assert any("phantom_0000_c00.png" in f for f in report.failed)
     assert len({r["image"] for r in report.per_image}) == 19
+
+
+def test_exact_images_count_in_the_means_at_the_cap() -> None:
+    from annot_denoise.evaluate import _mean
+    from annot_denoise.metrics import PSNR_CAP
+
+    # Dropping the exact image would score 40 dB, as if it had not been cleaned.
+    assert _mean([40.0, math.inf], cap=PSNR_CAP) == (40.0 + PSNR_CAP) / 2
+    assert _mean([40.0, math.nan], cap=PSNR_CAP) == 40.0  # nothing to measure: skipped
+    assert math.isnan(_mean([math.nan]))
