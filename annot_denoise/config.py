@@ -103,7 +103,7 @@ class ModelConfig(_Strict):
         description="start from these weights: 'default' (the shipped model) or a checkpoint",
     )
     mask_dilate: int = Field(
-        2, ge=0, le=32, description="maskunet: pixels the predicted mask may grow by at inference"
+        1, ge=0, le=32, description="maskunet: pixels the predicted mask may grow by at inference"
     )
 
 

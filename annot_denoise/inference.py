@@ -52,6 +52,9 @@ CONTEXT = 48
 CELL = 16
 # When the crops would cover more than this fraction, inpaint the whole image.
 CROP_LIMIT = 0.5
+# Holes on a background this flat (8-bit levels) are filled with it exactly.
+FLAT_TOLERANCE = 2
+FLAT_GROW = 8  # px of a missed rim the flat fill may take in
 
 
 @dataclass
@@ -292,6 +295,9 @@ class Restorer:
             kernel = np.ones((2 * self.dilate + 1,) * 2, np.uint8)
             hard = cv2.dilate(detected.view(np.uint8), kernel).astype(bool)
         out = color.copy()
+        flat = _flat_fills(color, hard) if hard.any() else []
+        for box, region, _ in flat:
+            hard[box] |= region
         if hard.any():
             # Inside the mask the content head is written as is: it is trained to
             # give the clean scan on the annotation and around it (see losses).
@@ -301,8 +307,61 @@ class Restorer:
                 # coloured mark is grey too, so no tint may leak into the repair.
                 values = np.repeat((values @ LUMA)[:, None], 3, axis=1)
             out[hard] = _to_layout(values[:, None], color[hard][:, None])[:, 0]
+        for box, region, value in flat:
+            out[box][region] = value
         restored = merge_alpha(out, alpha)
         return Restored(restored, hard, _changed(image, restored), detected)
+
+
+def _flat_fills(
+    color: np.ndarray, hard: np.ndarray
+) -> list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]]:
+    """Holes lying on a flat background, each as (box, region in the box, value).
+
+    Marks on the black surround of a scan sector (labels, colour bars, boxes) are
+    filled with that background exactly: the network's guess there is close but not
+    exact, and a smudge on black is the most visible error there is. The background
+    value is the most common one just outside the hole. The detector may have
+    missed a rim of the mark, so the region grows over neighbours that differ from
+    that value, by up to ``FLAT_GROW`` px; when it is then surrounded by the value
+    alone it is filled (with the faint last pixel of an anti-aliased edge), else
+    (anatomy around it) it is left to the network.
+    """
+    tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(hard.view(np.uint8), connectivity=8)
+    h, w = hard.shape
+    square = np.ones((3, 3), np.uint8)
+    margin = FLAT_GROW + 4
+    fills = []
+    for k in range(1, count):
+        x, y, bw, bh = (int(v) for v in stats[k, :4])
+        box = (
+            slice(max(y - margin, 0), min(y + bh + margin, h)),
+            slice(max(x - margin, 0), min(x + bw + margin, w)),
+        )
+        region = labels[box] == k
+        others = hard[box] & ~region
+        outer = cv2.dilate(region.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        around = color[box][outer & ~region & ~others]
+        if len(around) < 8:
+            continue
+        values, counts = np.unique(around.reshape(len(around), -1), axis=0, return_counts=True)
+        if counts.max() * 2 < len(around):  # no dominant value: anatomy, not a flat surround
+            continue
+        value = values[counts.argmax()].astype(color.dtype).reshape(around.shape[1:])
+        dev = np.abs(color[box].astype(np.int64) - value)
+        differs_ = (dev.max(axis=2) if dev.ndim == 3 else dev) > tol
+        differs_ &= ~others
+        for _ in range(FLAT_GROW + 1):
+            ring = cv2.dilate(region.view(np.uint8), square).astype(bool) & ~region
+            rim = ring & differs_
+            if not rim.any():
+                # The last, faintest step of an anti-aliased edge, within the tolerance.
+                edge = ring & (dev.max(axis=2) if dev.ndim == 3 else dev).astype(bool) & ~others
+                fills.append((box, region | edge, value))
+                break
+            region = region | rim
+    return fills
 
 
 def _to_layout(values: np.ndarray, like: np.ndarray) -> np.ndarray:

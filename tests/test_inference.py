@@ -63,6 +63,42 @@ def test_outside_the_mask_is_copied_bit_for_bit(channels, dtype, dilate) -> None
     assert result.changed == pytest.approx((out != image).reshape(41, 57, -1).any(2).mean())
 
 
+def _black_surround(channels: int, dtype) -> tuple[np.ndarray, int]:
+    """Random 'tissue' (never above 0.6) beside a black surround, as at a sector's edge."""
+    top = 65535 if dtype == np.uint16 else 255
+    rng = np.random.default_rng(1)
+    shape = (60, 80) if channels == 1 else (60, 80, channels)
+    image = (rng.random(shape) * 0.6 * top).astype(dtype)
+    image[:20] = 0
+    image[:, :10] = 0
+    return image, top
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_marks_on_a_flat_background_get_it_back_exactly(channels, dtype) -> None:
+    image, top = _black_surround(channels, dtype)
+    label = image.copy()
+    label[5:9, 30:50] = top  # a label on the black: detected (above 0.9)
+    label[4, 30:50] = top // 3  # its anti-aliased rim: missed by the detector
+    label[9, 30:50] = 1  # and the faintest edge, within the flat tolerance
+    result = _restorer(dilate=0).restore([label])[0]
+    assert np.array_equal(result.image, image)  # the black comes back exactly
+    assert result.mask[4:10, 30:50].all() and not result.mask[20:].any()
+
+
+def test_marks_on_anatomy_are_left_to_the_network() -> None:
+    image, top = _black_surround(1, np.uint8)
+    marked = image.copy()
+    marked[40:43, 20:60] = top  # on the tissue
+    marked[18:24, 40:44] = top  # across the edge of the black surround
+    result = _restorer(dilate=0).restore([marked])[0]
+    repaired = result.image[result.mask]
+    assert result.mask[40:43, 20:60].all() and result.mask[18:24, 40:44].all()
+    assert np.all(np.abs(repaired.astype(int) - round(0.25 * top)) <= 1)  # the network's
+    assert np.array_equal(result.image[~result.mask], marked[~result.mask])
+
+
 def test_threshold_decides_what_counts() -> None:
     image = _scan(30, 30, 1, np.uint8)
     assert _restorer(threshold=0.9999999).restore([image])[0].mask.sum() == 0

@@ -114,7 +114,7 @@ def test_maskunet_on_the_fly_run(mask_run: Path) -> None:
     assert ckpt["arch"]["name"] == "maskunet"
     assert ckpt["data"]["size"] is None
     assert 0 < ckpt["inference"]["mask_threshold"] < 1
-    assert ckpt["inference"]["mask_dilate"] == 2
+    assert ckpt["inference"]["mask_dilate"] == 1  # model.mask_dilate's default
     rows = [json.loads(x) for x in (mask_run / "metrics.jsonl").read_text().splitlines()]
     assert 0 <= rows[-1]["val_mask_f1"] <= 1
 
