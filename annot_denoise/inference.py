@@ -328,10 +328,12 @@ def _flat_fills(
     (anatomy around it) it is left to the network.
     """
     tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(hard.view(np.uint8), connectivity=8)
+    # Holes within 3 px of each other are judged together (the letters of a label).
+    near = cv2.dilate(hard.view(np.uint8), np.ones((7, 7), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(near, connectivity=8)
     h, w = hard.shape
     square = np.ones((3, 3), np.uint8)
-    margin = FLAT_GROW + 4
+    margin = FLAT_GROW + 1
     fills = []
     for k in range(1, count):
         x, y, bw, bh = (int(v) for v in stats[k, :4])
@@ -339,26 +341,29 @@ def _flat_fills(
             slice(max(y - margin, 0), min(y + bh + margin, h)),
             slice(max(x - margin, 0), min(x + bw + margin, w)),
         )
-        region = labels[box] == k
-        others = hard[box] & ~region
-        outer = cv2.dilate(region.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-        around = color[box][outer & ~region & ~others]
+        group = labels[box] == k
+        region = hard[box] & group
+        others = hard[box] & ~group
+        around = color[box][group & ~region]  # the 3 px just outside the holes
         if len(around) < 8:
             continue
-        values, counts = np.unique(around.reshape(len(around), -1), axis=0, return_counts=True)
+        # The most common value, found on one integer key per pixel.
+        keys = around.astype(np.int64)
+        if keys.ndim == 2:
+            keys = keys @ (np.int64(1) << (16 * np.arange(keys.shape[1], dtype=np.int64)))
+        _, first, counts = np.unique(keys, return_index=True, return_counts=True)
         if counts.max() * 2 < len(around):  # no dominant value: anatomy, not a flat surround
             continue
-        value = values[counts.argmax()].astype(color.dtype).reshape(around.shape[1:])
+        value = around[first[counts.argmax()]]
         dev = np.abs(color[box].astype(np.int64) - value)
-        differs_ = (dev.max(axis=2) if dev.ndim == 3 else dev) > tol
-        differs_ &= ~others
+        dev = dev.max(axis=2) if dev.ndim == 3 else dev
+        differs_ = (dev > tol) & ~others
         for _ in range(FLAT_GROW + 1):
             ring = cv2.dilate(region.view(np.uint8), square).astype(bool) & ~region
             rim = ring & differs_
             if not rim.any():
                 # The last, faintest step of an anti-aliased edge, within the tolerance.
-                edge = ring & (dev.max(axis=2) if dev.ndim == 3 else dev).astype(bool) & ~others
-                fills.append((box, region | edge, value))
+                fills.append((box, region | (ring & (dev > 0) & ~others), value))
                 break
             region = region | rim
     return fills

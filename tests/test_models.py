@@ -115,3 +115,18 @@ def test_sparse_hole_smoothing_gives_the_dense_bits() -> None:
     dense = fill_holes(x.clone().requires_grad_(), hole, smooth_steps=4)  # autograd: dense
     assert torch.equal(sparse, dense.detach())
     assert not torch.equal(sparse, fill_holes(x, hole, smooth_steps=0))  # the steps did work
+
+
+@pytest.mark.parametrize("pixels", [1, 2, 3])
+def test_grow_is_a_square_max_pool(pixels: int) -> None:
+    import torch.nn.functional as F
+
+    from annot_denoise.models.maskunet import _grow
+
+    g = torch.Generator().manual_seed(pixels)
+    for shape in [(2, 1, 37, 53), (1, 1, 4, 3), (1, 2, 9, 1)]:
+        binary = (torch.rand(shape, generator=g) > 0.9).float()
+        soft = torch.rand(shape, generator=g)
+        for mask in (binary, soft, binary.bfloat16()):
+            pool = F.max_pool2d(mask, 2 * pixels + 1, stride=1, padding=pixels)
+            assert torch.equal(_grow(mask, pixels), pool)

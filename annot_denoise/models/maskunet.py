@@ -238,4 +238,16 @@ def _grow(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """Binary dilation by ``pixels`` with a square kernel (max pooling)."""
     if pixels <= 0:
         return mask
-    return F.max_pool2d(mask, 2 * pixels + 1, stride=1, padding=pixels)
+    # Shifted maxima, rows then columns: the same result as a (2p+1)^2 max pool
+    # (zero padding is the pool's -inf padding, masks being >= 0) at a fraction
+    # of its cost on one-channel CPU tensors, where the pool has no fast kernel.
+    h, w = mask.shape[-2:]
+    span = 2 * pixels + 1
+    padded = F.pad(mask, (pixels, pixels, pixels, pixels))
+    rows = padded[..., :, :w]
+    for i in range(1, span):
+        rows = torch.maximum(rows, padded[..., :, i : i + w])
+    grown = rows[..., :h, :]
+    for i in range(1, span):
+        grown = torch.maximum(grown, rows[..., i : i + h, :])
+    return grown
