@@ -40,9 +40,10 @@ docs-config: $(VENV)/.installed
 	p = pathlib.Path('docs/config.md'); t = p.read_text(); \
 	p.write_text(re.sub(r'(<!-- generated.*?-->\n).*?(\n## Notes)', lambda m: m.group(1) + r() + m.group(2), t, flags=re.S))"
 
-# Reproduce the shipped default model (see docs/default-model.md): a GPU run, then a
-# 40-minute fine-tune (on 2 CPU cores for the shipped weights).
+# Reproduce the shipped default model (see docs/default-model.md): a GPU run, then
+# 40-minute and 50-minute fine-tunes (on 2 CPU cores for the shipped weights).
 default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise phantoms data/default-phantoms --count 600 --varied --seed 0 --workers 8
 	$(BIN)/annot-denoise train examples/default-model.yaml
 	$(BIN)/annot-denoise train examples/default-model-finetune.yaml
+	$(BIN)/annot-denoise train examples/default-model-finetune2.yaml
