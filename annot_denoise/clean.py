@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,6 +84,9 @@ def plan_outputs(inputs: Path, out: Path) -> list[tuple[Path, Path]]:
     return [(src, out / src.relative_to(inputs)) for src in sources]
 
 
+_FRAME_MASK = re.compile(r"\.frame\d{4}\.mask\.png$")
+
+
 def mask_path(output: Path, frame: int | None = None) -> Path:
     """Where ``--save-mask`` puts an output's predicted mask: beside it, as PNG.
 
@@ -150,10 +154,18 @@ def clean(
     Path(out).mkdir(parents=True, exist_ok=True)
     # A killed run leaves its in-flight writes behind as hidden temporaries: sweep those
     # of this rank's own files (another rank's may still be in flight).
-    owned = {d for _, d in plan} | {mask_path(d) for _, d in plan}
+    outputs = {d for _, d in plan}
+    owned = outputs | {mask_path(d) for _, d in plan}
     extras = [f"clean_run{suffix}.json", f"clean_report{suffix}.csv"]
     owned |= {Path(out) / name for name in extras + ["clean_preview.png"] * world.main}
-    if removed := remove_stale_temporaries(out, owned):
+
+    def owns(path: Path) -> bool:  # per-frame masks of cine loops: counts unknown yet
+        if path in owned:
+            return True
+        frame = _FRAME_MASK.search(path.name)
+        return bool(frame) and path.with_name(path.name[: frame.start()]) in outputs
+
+    if removed := remove_stale_temporaries(out, owns):
         log.info("removed %d temporary files left by an interrupted run", removed)
     rows: dict[str, dict] = {}
     description = f"annotations removed by annot-denoise {__version__}" + (

@@ -18,6 +18,7 @@ import stat
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -254,15 +255,17 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         raise
 
 
-def remove_stale_temporaries(folder: Path | str, finals: set[Path]) -> int:
-    """Delete the ``.NAME.<hex>.tmp`` files that killed writes of ``finals`` left under
-    ``folder`` (one walk); returns how many. Only for files this process owns: a
-    temporary of another live writer is not stale."""
+def remove_stale_temporaries(folder: Path | str, finals: set[Path] | Callable[[Path], bool]) -> int:
+    """Delete the ``.NAME.<hex>.tmp`` files that killed writes of ``finals`` (a set of
+    paths, or a test of a path when the names are not all known in advance) left
+    under ``folder`` (one walk); returns how many. Only for files this process
+    owns: a temporary of another live writer is not stale."""
+    owns = finals if callable(finals) else finals.__contains__
     removed = 0
     for dirpath, _, names in os.walk(folder):
         for name in names:
             match = _TEMP_NAME.match(name)
-            if match and Path(dirpath) / match["name"] in finals:
+            if match and owns(Path(dirpath) / match["name"]):
                 (Path(dirpath) / name).unlink(missing_ok=True)
                 removed += 1
     return removed

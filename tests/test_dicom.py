@@ -333,8 +333,16 @@ def test_clean_writes_dicom_back_frame_by_frame(tmp_path: Path, default_restorer
     write_image(src / "plain.png", annotated_scan(9))
     before = {p: p.read_bytes() for p in src.iterdir()}
     out = tmp_path / "out"
+    # What a run killed while writing frame 1's mask leaves behind: swept on the rerun,
+    # while a temporary that is not ours stays.
+    out.mkdir()
+    stale = out / ".cine.dcm.frame0001.mask.png.0123456789abcdef.tmp"
+    foreign = out / ".other.dcm.frame0001.mask.png.0123456789abcdef.tmp"
+    stale.write_bytes(b"\x89PNG")
+    foreign.write_bytes(b"\x89PNG")
     report = clean(src, out, default_restorer, save_mask=True, meta={"model": "default"})
     assert report.ok and report.processed == 3
+    assert not stale.exists() and foreign.exists()
     assert {p: p.read_bytes() for p in src.iterdir()} == before  # inputs untouched
 
     cleaned = pydicom.dcmread(out / "cine.dcm")
