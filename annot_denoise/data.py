@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -94,13 +95,19 @@ def find_pairs(root: Path) -> list[Pair]:
 def split_pairs(items: Sequence, val_split: float, seed: int) -> tuple[list, list]:
     """Deterministic train/validation split by group (stable when files are added).
 
-    ``items`` are :class:`Pair` (grouped by source scan) or paths (each its own group).
+    ``items`` are :class:`Pair` (grouped by source scan) or paths (each its own group,
+    named relative to their common folder: the split must not change when the data
+    folder is moved or the same run is repeated somewhere else).
     """
     if val_split <= 0 or len(items) < 2:
         return list(items), []
+    paths = [str(p) for p in items if not isinstance(p, Pair)]
+    base = os.path.commonpath(paths) if len(paths) > 1 else ""
 
     def group(item) -> str:
-        return item.group if isinstance(item, Pair) else str(item)
+        if isinstance(item, Pair):
+            return item.group
+        return Path(os.path.relpath(item, base)).as_posix() if base else Path(item).name
 
     groups = sorted(
         {group(p) for p in items},

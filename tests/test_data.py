@@ -94,3 +94,14 @@ def test_broken_pairs_are_reported_not_fatal(tmp_path: Path) -> None:
     assert [p.name for p in good] == ["a.png"]
     assert len(errors) == 2
     assert any("b.png" in e for e in errors) and any("sizes differ" in e for e in errors)
+
+
+def test_on_the_fly_split_does_not_depend_on_where_the_folder_is(tmp_path: Path) -> None:
+    names = [f"sub/scan_{i:02d}.png" if i % 3 else f"scan_{i:02d}.png" for i in range(20)]
+    splits = []
+    for root in (tmp_path / "here", tmp_path / "moved" / "elsewhere"):
+        paths = [root / n for n in names]
+        train, val = split_pairs(paths, 0.2, seed=0)
+        splits.append(sorted(p.relative_to(root).as_posix() for p in val))
+        assert len(val) == 4 and not set(train) & set(val)
+    assert splits[0] == splits[1]
