@@ -102,12 +102,12 @@ def split_pairs(items: Sequence, val_split: float, seed: int) -> tuple[list, lis
     if val_split <= 0 or len(items) < 2:
         return list(items), []
     paths = [str(p) for p in items if not isinstance(p, Pair)]
-    base = os.path.commonpath(paths) if len(paths) > 1 else ""
+    base = (os.path.commonpath(paths) if paths else "") or os.curdir
 
     def group(item) -> str:
         if isinstance(item, Pair):
             return item.group
-        return Path(os.path.relpath(item, base)).as_posix() if base else Path(item).name
+        return Path(os.path.relpath(item, base)).as_posix()
 
     groups = sorted(
         {group(p) for p in items},

@@ -85,6 +85,8 @@ def per_scan_table(per_image: list[dict], methods: list[str]) -> str:
     """Means over the scans Telea (given the true mask) does not restore exactly, and
     per-scan counts. The main table's means count an exact scan as 100 dB; this one
     compares the repairs where there is something to repair on anatomy."""
+    from annot_denoise.metrics import PSNR_CAP
+
     inexact = {r["image"] for r in per_image if r["method"] == "telea" and math.isfinite(r["psnr"])}
     rows = []
     for name in methods:
@@ -93,8 +95,8 @@ def per_scan_table(per_image: list[dict], methods: list[str]) -> str:
         outside = [r["change_outside"] for r in mine]
         rows.append([
             name,
-            f"{np.mean([min(r['psnr'], 100) for r in same]):.2f}",
-            f"{np.mean([min(r['psnr_mask'], 100) for r in same]):.2f}",
+            f"{np.mean([min(r['psnr'], PSNR_CAP) for r in same]):.2f}",
+            f"{np.mean([min(r['psnr_mask'], PSNR_CAP) for r in same]):.2f}",
             str(sum(math.isinf(r["psnr"]) for r in mine)),
             f"{max(outside):.4f}",
             str(sum(v >= 0.005 for v in outside)),
