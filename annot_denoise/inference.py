@@ -54,7 +54,7 @@ CELL = 16
 CROP_LIMIT = 0.5
 # Holes on a background this flat (8-bit levels) are filled with it exactly.
 FLAT_TOLERANCE = 2
-FLAT_GROW = 8  # px of a missed rim the flat fill may take in
+FLAT_GROW = 16  # px of a missed rim or dim end the flat fill may take in
 
 
 @dataclass

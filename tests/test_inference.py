@@ -87,6 +87,17 @@ def test_marks_on_a_flat_background_get_it_back_exactly(channels, dtype) -> None
     assert result.mask[4:10, 30:50].all() and not result.mask[20:].any()
 
 
+def test_the_dim_end_of_a_colour_bar_on_black_is_filled_too() -> None:
+    image, top = _black_surround(3, np.uint8)
+    bar = image.copy()
+    bar[6:11, 20:56] = top  # the bright part: detected
+    # The dark end fades towards black over 12 px the detector does not see.
+    bar[6:11, 56:68] = np.linspace(0.6 * top, 0.05 * top, 12).astype(np.uint8)[None, :, None]
+    result = _restorer(dilate=0).restore([bar])[0]
+    assert not result.detected[6:11, 56:68].any()
+    assert np.array_equal(result.image, image)
+
+
 def test_marks_on_anatomy_are_left_to_the_network() -> None:
     image, top = _black_surround(1, np.uint8)
     marked = image.copy()
