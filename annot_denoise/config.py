@@ -105,6 +105,26 @@ class ModelConfig(_Strict):
     mask_dilate: int = Field(
         1, ge=0, le=32, description="maskunet: pixels the predicted mask may grow by at inference"
     )
+    detector_width: int | None = Field(
+        None,
+        ge=4,
+        le=512,
+        description="maskunet: channels at the detector's first level; null = width. "
+        "The detector runs on every pixel: a narrower one is faster",
+    )
+    freeze: list[Literal["detector", "inpainter"]] = Field(
+        [],
+        description="maskunet: stages whose weights stay fixed while training "
+        "(e.g. [inpainter] to train a new detector for a finished inpainter)",
+    )
+
+    @model_validator(mode="after")
+    def _maskunet_only(self) -> ModelConfig:
+        if self.arch != "maskunet" and (self.detector_width is not None or self.freeze):
+            raise ValueError("model.detector_width and model.freeze apply to maskunet only")
+        if {"detector", "inpainter"} <= set(self.freeze):
+            raise ValueError("model.freeze lists both stages: nothing would be trained")
+        return self
 
 
 class LossConfig(_Strict):

@@ -28,6 +28,7 @@ from annot_denoise.data import EpochSampler, build_datasets
 from annot_denoise.io import remove_stale_temporaries
 from annot_denoise.losses import restoration_loss
 from annot_denoise.models import build_model, model_outputs
+from annot_denoise.models.maskunet import STAGES
 from annot_denoise.progress import Progress
 from annot_denoise.runtime import (
     amp_dtype,
@@ -113,9 +114,13 @@ def train(
             "norm": cfg.model.norm,
         },
     }
+    if cfg.model.detector_width is not None:
+        arch["kwargs"]["detector_width"] = cfg.model.detector_width
     model = build_model(arch["name"], **arch["kwargs"])
     if cfg.model.init and ckpt is None:
         _load_initial_weights(model, arch, cfg.model.init)
+    if cfg.model.freeze:
+        model.freeze(cfg.model.freeze)
     model = model.to(dev, memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, cfg)
     # A one-element list so a wall-time budget can shorten the schedule as it goes.
@@ -362,29 +367,42 @@ def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
 
 
 def _load_initial_weights(model: nn.Module, arch: dict, spec: str) -> None:
-    """Fine-tuning: start from a shipped model or a checkpoint of the same architecture."""
+    """Fine-tuning: start from a shipped model or a checkpoint of the same architecture.
+
+    A maskunet whose detector is narrower or wider than the source's takes the
+    source's inpainter and starts its detector from scratch.
+    """
     from annot_denoise.pretrained import resolve_model
 
     path = resolve_model(spec)
     source = load_checkpoint(path)
+    theirs, ours = source["arch"]["kwargs"], arch["kwargs"]
     if source["arch"]["name"] != arch["name"] or any(
-        source["arch"]["kwargs"].get(k) != v for k, v in arch["kwargs"].items() if k != "norm"
+        theirs.get(k) != v for k, v in ours.items() if k not in ("norm", "detector_width")
     ):
         raise TrainingError(
             f"model.init {spec}: its architecture {source['arch']} differs from the config's "
             f"{arch}; set model.arch/width/depth (and data.channels) to match it"
         )
-    model.load_state_dict(source["model"])
+    state = source["model"]
+    width = ours.get("width")
+    if (theirs.get("detector_width") or width) != (ours.get("detector_width") or width):
+        detector = tuple(f"{name}." for name in STAGES["detector"])
+        state = {k: v for k, v in state.items() if not k.startswith(detector)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith(detector) for k in missing), missing
+        log.info("starting from the inpainter of %s; the detector (another width) is new", path)
+        return
+    model.load_state_dict(state)
     log.info("starting from the weights of %s", path)
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]  # frozen stages stay out
     if o.name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
 def _lr_lambda(cfg: TrainConfig, horizon: list[int]):

@@ -130,3 +130,20 @@ def test_grow_is_a_square_max_pool(pixels: int) -> None:
         for mask in (binary, soft, binary.bfloat16()):
             pool = F.max_pool2d(mask, 2 * pixels + 1, stride=1, padding=pixels)
             assert torch.equal(_grow(mask, pixels), pool)
+
+
+def test_frozen_stage_keeps_weights_and_statistics() -> None:
+    model = build_model("maskunet", width=8, depth=2, detector_width=4)
+    assert model.detector.stem[0].out_channels == 4 and model.inpainter.stem[0].out_channels == 8
+    model.freeze(["inpainter"])
+    model.train()
+    assert not model.inpainter.training and model.detector.training
+    assert not any(p.requires_grad for p in model.content_head.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("inpainter.")}
+    x = torch.rand(2, 3, 32, 32)
+    out = model(x, true_mask=(torch.rand(2, 1, 32, 32) > 0.9).float())
+    out["output"].mean().backward()  # batch-norm statistics would move here if training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert model.detector.stem[0].weight.grad is not None
+    with pytest.raises(ValueError, match="unknown stage"):
+        model.freeze(["decoder"])

@@ -175,3 +175,41 @@ def test_fine_tune_from_the_default_model(phantom_dir: Path, tmp_path: Path) -> 
     shipped = load_checkpoint(PRETRAINED["default"])["model"]
     key = "mask_head.weight"
     assert torch.allclose(tuned[key], shipped[key].float(), atol=1e-3)
+
+
+def test_new_narrow_detector_in_front_of_the_frozen_default_inpainter(
+    phantom_dir: Path, tmp_path: Path
+) -> None:
+    from annot_denoise.checkpoint import load_model
+    from annot_denoise.pretrained import PRETRAINED
+
+    cfg = validate_config(
+        {
+            "data": {"on_the_fly": True, "clean_dir": str(phantom_dir), "size": None,
+                     "patch": 48, "repeats": 1, "val_split": 0.2},
+            "model": {"arch": "maskunet", "width": 16, "depth": 3, "detector_width": 8,
+                      "init": "default", "freeze": ["inpainter"]},
+            "train": {"epochs": 1, "max_steps": 2, "batch_size": 4, "workers": 0, "samples": 0},
+            "output": {"dir": str(tmp_path / "fast"), "tensorboard": False},
+        }
+    )  # fmt: skip
+    train(cfg, device="cpu")
+    ckpt = load_checkpoint(tmp_path / "fast" / "last.pt")
+    tuned, shipped = ckpt["model"], load_checkpoint(PRETRAINED["default"])["model"]
+    assert ckpt["arch"]["kwargs"]["detector_width"] == 8
+    assert tuned["detector.stem.0.weight"].shape[0] == 8
+    inpainter = [k for k in shipped if not k.startswith(("detector.", "mask_head."))]
+    # Weights and batch-norm statistics alike: two steps at lr 2e-3 left them as shipped.
+    assert inpainter and all(torch.equal(tuned[k], shipped[k].float()) for k in inpainter)
+    model, _ = load_model(tmp_path / "fast" / "best.pt")
+    assert model.detector.stem[0].out_channels == 8  # it loads back as trained
+
+
+def test_narrow_detector_and_freeze_are_checked() -> None:
+    from annot_denoise.config import ConfigError
+
+    base = {"data": {"root": "x", "size": [64, 64]}}
+    with pytest.raises(ConfigError, match="maskunet only"):
+        validate_config({**base, "model": {"arch": "unet", "detector_width": 8}})
+    with pytest.raises(ConfigError, match="nothing would be trained"):
+        validate_config({**base, "model": {"freeze": ["detector", "inpainter"]}})
