@@ -346,6 +346,13 @@ def eval_cmd(
     mask_threshold: MaskThreshold = None,
     dilate: Dilate = None,
     tile: Tile = 1024,
+    oracle: Annotated[
+        bool,
+        typer.Option(
+            help="maskunet: also score its inpainter given the true mask ('model (true mask)'): "
+            "what a perfect detector would give."
+        ),
+    ] = False,
     device: Device = "auto",
     no_progress: NoProgress = False,
 ) -> None:
@@ -355,6 +362,11 @@ def eval_cmd(
 
     settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
     restorer, _, ckpt = _restorer(model, device, **settings)
+    if oracle and not restorer.takes_masks:
+        raise typer.BadParameter(
+            "needs a mask-aware model at native resolution (maskunet trained on patches)",
+            param_hint="--oracle",
+        )
     methods, curves = {"model": restorer}, {"model": ckpt.get("history", [])}
     if reference is not None:
         ref, _, ref_ckpt = _restorer(str(reference), device, **settings)
@@ -367,6 +379,7 @@ def eval_cmd(
         progress=_progress(no_progress),
         meta={"model": model or "default", "reference": str(reference) if reference else None},
         curves=curves,
+        oracle=oracle,
     )
     show(render_metrics(report.methods))
     out.print(

@@ -69,16 +69,20 @@ def evaluate(
     progress: Progress | None = None,
     meta: dict | None = None,
     curves: dict[str, list[dict]] | None = None,
+    oracle: bool = False,
 ) -> EvalReport:
     """Score ``models`` (name -> Restorer) and ``baselines``; write the report files
     (report.json, per_image.csv, contact_sheet.png, report.html). ``curves`` maps a
-    model name to its training history, plotted in the report."""
+    model name to its training history, plotted in the report. ``oracle`` adds, for
+    each mask-aware model, a row ``NAME (true mask)``: its inpainter given the true
+    mask, i.e. what a perfect detector would score."""
     progress = progress or Progress()
     started = time.perf_counter()
     pairs, failed = check_pairs(find_pairs(data_dir))
     for line in failed:
         log.error("%s", line)
-    methods = [*models, *baselines]
+    oracles = {f"{name} (true mask)": r for name, r in models.items() if oracle and r.takes_masks}
+    methods = [*models, *oracles, *baselines]
     first = next(iter(models), None)
     rows: list[dict] = []
     sheet: list[list[np.ndarray]] = []
@@ -94,8 +98,12 @@ def evaluate(
                     log.error("%s", exc)
             annotated = [annot for _, annot, _, _ in loaded]
             learned = {name: r.restore(annotated) for name, r in models.items()}
+            masks = [mask for _, _, _, mask in loaded]
+            learned |= {name: r.inpaint(annotated, masks) for name, r in oracles.items()}
             for i, (pair, annot, clean, mask) in enumerate(loaded):
                 results = {name: (out[i].image, out[i].detected) for name, out in learned.items()}
+                for name in oracles:  # the mask was given, not found: no mask scores
+                    results[name] = (results[name][0], None)
                 for name in baselines:
                     results[name] = BASELINES[name](annot, mask)
                 for name in methods:

@@ -135,6 +135,8 @@ def test_end_to_end_through_the_cli(phantom_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "identity" in result.output and "telea" in result.output
     assert json.loads((tmp_path / "ev" / "report.json").read_text())["images"] == 20
+    result = run("eval", data, "--model", run_dir / "best.pt", "--oracle", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "mask-aware model" in result.output  # a resized one
     result = run(
         "clean", data / "annotated", "--model", run_dir / "best.pt", "-o", tmp_path / "clean",
         "--no-progress",

@@ -92,3 +92,14 @@ def test_exact_images_count_in_the_means_at_the_cap() -> None:
     assert _mean([40.0, math.inf], cap=PSNR_CAP) == (40.0 + PSNR_CAP) / 2
     assert _mean([40.0, math.nan], cap=PSNR_CAP) == 40.0  # nothing to measure: skipped
     assert math.isnan(_mean([math.nan]))
+
+
+def test_oracle_rows_score_the_inpainter_given_the_true_mask(
+    mask_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    report = evaluate(synth_dir, {"m": _restorer(mask_run)}, tmp_path / "ev", oracle=True)
+    m = report.methods
+    assert set(m) == {"m", "m (true mask)", "identity", "telea", "classical"}
+    assert "f1" in m["m"] and "f1" not in m["m (true mask)"]  # a given mask is not scored
+    # Told where the marks are, the inpainter beats doing nothing inside them.
+    assert m["m (true mask)"]["psnr_mask"] > m["identity"]["psnr_mask"]

@@ -283,3 +283,20 @@ def test_two_stage_out_of_memory_falls_back_to_smaller_tiles(
         # 256-px tiles instead of whole images: mostly the same marks. The detector
         # loses context where a label is cut by a tile border (measured IoU 0.82-0.99).
         assert (got.mask & want.mask).sum() >= 0.75 * (got.mask | want.mask).sum()
+
+
+def test_inpaint_given_masks_writes_only_there(mask_run: Path, trained_run: Path) -> None:
+    model, ckpt = load_model(mask_run / "best.pt")
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), dilate=0)
+    image = make_phantom(90, 120, np.random.default_rng(2))
+    given = np.zeros((90, 120), bool)
+    given[30:36, 20:80] = True
+    out = r.inpaint([image], [given])[0]
+    assert np.array_equal(out.mask, given)  # no growth at dilate 0, no detection
+    assert np.array_equal(out.image[~given], image[~given])
+    assert not np.array_equal(out.image[given], image[given])
+    with pytest.raises(ValueError, match="a mask of"):
+        r.inpaint([image], [given[:50]])
+    unet, unet_ckpt = load_model(trained_run / "best.pt")
+    with pytest.raises(ValueError, match="mask-aware model"):
+        Restorer.from_checkpoint(unet, unet_ckpt, torch.device("cpu")).inpaint([image], [given])
