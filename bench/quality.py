@@ -124,6 +124,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--methods", default="maskunet,unet,reference")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also score each maskunet's inpainter given the true mask (eval --oracle)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument("--results", type=Path, help="append there instead of bench/RESULTS.md")
     parser.add_argument("--keep", type=Path, help="copy each method's best.pt into this folder")
@@ -203,7 +208,7 @@ def main() -> None:
 
     tables = []
     for label, data_dir in sets.items():
-        report = evaluate(data_dir, restorers, out / "eval" / label.split()[0])
+        report = evaluate(data_dir, restorers, out / "eval" / label.split()[0], oracle=args.oracle)
         per_image = [r for r in report.per_image if r["method"] == "maskunet"]
         worst_outside = max((r["change_outside"] for r in per_image), default=float("nan"))
         rows = []

@@ -274,7 +274,15 @@ def main() -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--model", type=Path, help="a trained checkpoint to time instead")
+    parser.add_argument("--model", help="a shipped model's name or a checkpoint to time instead")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="also time clean with this model (a shipped name or a checkpoint); the summary "
+        "line stays --model's",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4, help="clean's read/write threads")
     parser.add_argument("--train-steps", type=int, default=20)
@@ -285,23 +293,33 @@ def main() -> None:
 
     import torch
 
+    from annot_denoise.pretrained import resolve_model
     from annot_denoise.runtime import amp_dtype, resolve_device
 
     device = resolve_device(args.device)
     out = args.out
     paths = make_inputs(out / "inputs", args.images)
-    ckpt = args.model or checkpoint_for(DEFAULT_ARCH, {"channels": 3, "size": None},
-                                        out / "default-arch.pt")  # fmt: skip
+    if args.model:
+        ckpt = resolve_model(args.model)
+    else:
+        ckpt = checkpoint_for(DEFAULT_ARCH, {"channels": 3, "size": None}, out / "default-arch.pt")
     ref_ckpt = checkpoint_for(REFERENCE_ARCH, {"channels": 1, "size": [336, 544]}, out / "ref.pt")
     n, mpx = len(paths), len(paths) * 960 * 540 / 1e6
 
     t_io = time_io_ceiling(paths, out / "io", args.workers)
     t_ours = time_clean(paths, out / "ours", ckpt, device, args.batch, args.workers)
     t_ref = time_reference_loop(paths, out / "ref", ref_ckpt, device)
+    also = []
+    for item in args.also:
+        name, _, spec = item.partition("=")
+        t = time_clean(paths, out / "also", resolve_model(spec), device, args.batch, args.workers)
+        also.append([f"annot-denoise clean ({name}, native 960x540)", f"{n / t:.1f}",
+                     f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     rows = [
         ["decode + encode only (I/O ceiling)", f"{n / t_io:.1f}", f"{mpx / t_io:.1f}", "-"],
         ["annot-denoise clean (maskunet, native 960x540)", f"{n / t_ours:.1f}",
          f"{mpx / t_ours:.1f}", f"{t_ref / t_ours:.1f}x"],
+        *also,
         ["reference loop (autoencoder at 336x544)", f"{n / t_ref:.1f}", f"{mpx / t_ref:.1f}",
          "1.0x"],
     ]  # fmt: skip
