@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean-venv docs-config default-model
+.PHONY: demo test lint format install clean-venv docs-config default-model fast-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,11 @@ default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise train examples/default-model.yaml
 	$(BIN)/annot-denoise train examples/default-model-finetune.yaml
 	$(BIN)/annot-denoise train examples/default-model-finetune2.yaml
+
+# The shipped fast model: a detector half as wide, trained in front of the default
+# model's frozen inpainter (55 + 30 minutes on 2 CPU cores for the shipped weights).
+fast-model: $(VENV)/.installed
+	test -d data/default-phantoms || $(BIN)/annot-denoise phantoms data/default-phantoms \
+		--count 600 --varied --seed 0 --workers 8
+	$(BIN)/annot-denoise train examples/fast-model.yaml
+	$(BIN)/annot-denoise train examples/fast-model-finetune.yaml

@@ -15,7 +15,9 @@ from annot_denoise.checkpoint import CheckpointError, load_checkpoint
 log = logging.getLogger(__name__)
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-PRETRAINED: dict[str, Path] = {"default": WEIGHTS / "default.pt"}
+# `fast`: the default's inpainter behind a detector half as wide (a quarter of its
+# FLOPs), for CPU throughput; docs/default-model.md compares the two.
+PRETRAINED: dict[str, Path] = {"default": WEIGHTS / "default.pt", "fast": WEIGHTS / "fast.pt"}
 
 
 def resolve_model(spec: str | Path | None) -> Path:

@@ -317,7 +317,8 @@ def main() -> None:
                      f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     rows = [
         ["decode + encode only (I/O ceiling)", f"{n / t_io:.1f}", f"{mpx / t_io:.1f}", "-"],
-        ["annot-denoise clean (maskunet, native 960x540)", f"{n / t_ours:.1f}",
+        [f"annot-denoise clean ({args.model or 'untrained maskunet'}, native 960x540)",
+         f"{n / t_ours:.1f}",
          f"{mpx / t_ours:.1f}", f"{t_ref / t_ours:.1f}x"],
         *also,
         ["reference loop (autoencoder at 336x544)", f"{n / t_ref:.1f}", f"{mpx / t_ref:.1f}",

@@ -17,8 +17,9 @@ from annot_denoise.pretrained import PRETRAINED, describe_models, resolve_model
 from annot_denoise.synth.pipeline import annotate
 
 
-def test_default_model_ships_with_what_it_needs() -> None:
-    path = PRETRAINED["default"]
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_shipped_model_has_what_it_needs(name: str) -> None:
+    path = PRETRAINED[name]
     assert path.is_file() and path.stat().st_size < 5e6
     ckpt = load_checkpoint(path)
     assert ckpt["arch"]["name"] == "maskunet"
@@ -36,9 +37,10 @@ def test_resolve_model() -> None:
         resolve_model("nonsense")
 
 
-def test_default_model_removes_marks_from_a_colour_scan() -> None:
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_shipped_model_removes_marks_from_a_colour_scan(name: str) -> None:
     """Zero-shot on a 1000x700 colour scan: the marks go, the rest stays bit for bit."""
-    model, ckpt = load_model(PRETRAINED["default"])
+    model, ckpt = load_model(PRETRAINED[name])
     restorer = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
     clean = make_phantom(700, 1000, np.random.default_rng(11), color=True)
     _, annotated, mask, _ = annotate(clean, "calipers", np.random.default_rng(3), colors=["yellow"])
@@ -52,7 +54,8 @@ def test_default_model_removes_marks_from_a_colour_scan() -> None:
 
 def test_describe_and_cli_models() -> None:
     rows = describe_models()
-    assert rows[0]["name"] == "default" and rows[0]["parameters"] > 1e5
+    assert [r["name"] for r in rows] == ["default", "fast"] and rows[0]["parameters"] > 1e5
+    assert rows[1]["arch_args"]["detector_width"] == 8
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0 and "default" in result.output and "maskunet" in result.output
 
