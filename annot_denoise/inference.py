@@ -149,7 +149,8 @@ class Restorer:
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"a mask of {mask.shape} for an image of {image.shape[:2]}")
             net = self._network_input(image)
-            pred = self._inpaint_around(net, np.where(mask, np.float32(1), np.float32(0)))
+            given = mask.astype(bool)
+            pred = self._inpaint_around(net, given.astype(np.float32), given)
             restored.append(self._finish(image, net, pred))
         return restored
 
@@ -267,8 +268,11 @@ class Restorer:
             preds.append(self._inpaint_around(net, prob))
         return preds
 
-    def _inpaint_around(self, net: np.ndarray, prob: np.ndarray) -> dict[str, np.ndarray]:
-        detected = prob > self.threshold
+    def _inpaint_around(
+        self, net: np.ndarray, prob: np.ndarray, detected: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Inpaint around ``detected`` (by default: ``prob`` above the threshold)."""
+        detected = prob > self.threshold if detected is None else detected
         hole = np.zeros(prob.shape, np.float32)
         if not detected.any():
             return {"prob": prob, "content": net, "hole": hole}

@@ -390,7 +390,12 @@ def _load_initial_weights(model: nn.Module, arch: dict, spec: str) -> None:
         detector = tuple(f"{name}." for name in STAGES["detector"])
         state = {k: v for k, v in state.items() if not k.startswith(detector)}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        assert not unexpected and all(k.startswith(detector) for k in missing), missing
+        if unexpected or not all(k.startswith(detector) for k in missing):
+            raise TrainingError(
+                f"model.init {spec}: weights do not fit the inpainter "
+                f"(missing {[k for k in missing if not k.startswith(detector)][:3]}, "
+                f"unexpected {unexpected[:3]})"
+            )
         log.info("starting from the inpainter of %s; the detector (another width) is new", path)
         return
     model.load_state_dict(state)

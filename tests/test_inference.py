@@ -295,6 +295,8 @@ def test_inpaint_given_masks_writes_only_there(mask_run: Path, trained_run: Path
     assert np.array_equal(out.mask, given)  # no growth at dilate 0, no detection
     assert np.array_equal(out.image[~given], image[~given])
     assert not np.array_equal(out.image[given], image[given])
+    strict = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), dilate=0, threshold=1.0)
+    assert np.array_equal(strict.inpaint([image], [given])[0].mask, given)  # given, not thresholded
     with pytest.raises(ValueError, match="a mask of"):
         r.inpaint([image], [given[:50]])
     unet, unet_ckpt = load_model(trained_run / "best.pt")
