@@ -398,6 +398,14 @@ def clean_cmd(
     ] = Path("cleaned"),
     batch_size: Annotated[int, typer.Option(min=1, help="Images (or tiles) per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(min=1, help="Threads for reading and writing.")] = 2,
+    streams: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            min=1,
+            help="Batches in the network at once, sharing the cores [default: 2 on the CPU, "
+            "1 on a GPU].",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
     mask_threshold: MaskThreshold = None,
     dilate: Dilate = None,
@@ -443,6 +451,7 @@ def clean_cmd(
         batch_size=batch_size,
         overwrite=overwrite,
         workers=workers,
+        streams=streams,
         save_mask=save_mask,
         report_csv=report,
         preview=preview,

@@ -66,6 +66,36 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def inference_streams(device: torch.device, streams: int | None = None) -> tuple[int, int]:
+    """(streams, intra-op threads each) for running batches side by side on ``device``.
+
+    On the CPU, batches computed in two threads of one intra-op thread each beat
+    one batch at a time over both threads: much of a two-stage inference (small
+    inpainting crops, numpy between the stages) does not spread over threads,
+    and the other stream fills the gaps. Measured on 2 cores, 960x540 scans, the
+    network alone: 9.8 against 8.1 images/s. The thread count changes how oneDNN
+    sums, so a pixel may differ by one grey level (6 pixels of 1 scan in 200). On
+    a GPU one stream keeps the device busy. ``streams`` overrides the choice; the
+    threads share the cores.
+    """
+    cores = torch.get_num_threads()
+    if streams is None:
+        streams = min(2, cores) if device.type == "cpu" else 1
+    streams = max(1, streams)
+    return streams, max(1, cores // streams)
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int):
+    """Set torch's intra-op thread count for the block, then put it back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (all devices)."""
     random.seed(seed)

@@ -81,7 +81,15 @@ def time_io_ceiling(paths: list[Path], out: Path, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def time_clean(paths: list[Path], out: Path, ckpt: Path, device, batch: int, workers: int) -> float:
+def time_clean(
+    paths: list[Path],
+    out: Path,
+    ckpt: Path,
+    device,
+    batch: int,
+    workers: int,
+    streams: int | None = None,
+) -> float:
     from annot_denoise.checkpoint import load_model
     from annot_denoise.clean import clean
     from annot_denoise.inference import Restorer
@@ -90,7 +98,15 @@ def time_clean(paths: list[Path], out: Path, ckpt: Path, device, batch: int, wor
     restorer = Restorer.from_checkpoint(model, meta, device, batch_size=batch)
     restorer.restore([np.zeros((540, 960), np.uint8)])  # warm-up (kernels, allocator)
     start = time.perf_counter()
-    clean(paths[0].parent, out, restorer, batch_size=batch, workers=workers, overwrite=True)
+    clean(
+        paths[0].parent,
+        out,
+        restorer,
+        batch_size=batch,
+        workers=workers,
+        streams=streams,
+        overwrite=True,
+    )
     return time.perf_counter() - start
 
 
@@ -309,7 +325,12 @@ def main() -> None:
     t_io = time_io_ceiling(paths, out / "io", args.workers)
     t_ours = time_clean(paths, out / "ours", ckpt, device, args.batch, args.workers)
     t_ref = time_reference_loop(paths, out / "ref", ref_ckpt, device)
+    label = args.model or "untrained maskunet"
     also = []
+    if device.type == "cpu":  # clean's default there is two streams; one, for comparison
+        t = time_clean(paths, out / "also", ckpt, device, args.batch, args.workers, streams=1)
+        also.append([f"annot-denoise clean ({label}, --streams 1)", f"{n / t:.1f}",
+                     f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     for item in args.also:
         name, _, spec = item.partition("=")
         t = time_clean(paths, out / "also", resolve_model(spec), device, args.batch, args.workers)
@@ -317,7 +338,7 @@ def main() -> None:
                      f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     rows = [
         ["decode + encode only (I/O ceiling)", f"{n / t_io:.1f}", f"{mpx / t_io:.1f}", "-"],
-        [f"annot-denoise clean ({args.model or 'untrained maskunet'}, native 960x540)",
+        [f"annot-denoise clean ({label}, native 960x540)",
          f"{n / t_ours:.1f}",
          f"{mpx / t_ours:.1f}", f"{t_ref / t_ours:.1f}x"],
         *also,

@@ -134,3 +134,32 @@ def test_save_mask_and_report(scans: Path, tmp_path: Path, mask_run: Path) -> No
     assert all(0 <= float(r["changed_fraction"]) <= float(r["mask_fraction"]) for r in rows)
     # Masks are not mistaken for inputs or outputs on a rerun.
     assert clean(scans, out, r, save_mask=True).skipped == 6
+
+
+def test_batches_computed_side_by_side_come_out_in_order(tmp_path: Path) -> None:
+    """Several streams (the CPU default is two) give each file its own result."""
+    from annot_denoise.phantom import make_phantom
+    from annot_denoise.pretrained import resolve_model
+    from annot_denoise.runtime import inference_streams, intra_op_threads
+    from annot_denoise.synth.pipeline import annotate, item_rng
+
+    model, ckpt = load_model(resolve_model(None))
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    root = tmp_path / "scans"
+    images = {}
+    for i in range(7):
+        scan = make_phantom(96 + 16 * i, 128, np.random.default_rng(i))
+        images[f"s{i}.png"] = annotate(scan, "mixed", item_rng(0, str(i), 0))[1]
+        write_image(root / f"s{i}.png", images[f"s{i}.png"])
+    (root / "s3b.png").write_bytes(b"not a png")  # a failure between batches
+    report = clean(root, tmp_path / "out", r, batch_size=2, streams=3)
+    assert report.processed == 7 and len(report.failed) == 1 and "s3b.png" in report.failed[0]
+    streams, threads = inference_streams(torch.device("cpu"), 3)
+    assert streams == 3
+    with intra_op_threads(threads):  # the same arithmetic as inside clean
+        for name, image in images.items():
+            expected = r.restore([image])[0].image
+            assert not np.array_equal(expected, image), name  # something was removed
+            assert np.array_equal(read_image(tmp_path / "out" / name), expected), name
+    record = json.loads((tmp_path / "out" / "clean_run.json").read_text())
+    assert (record["streams"], record["threads_per_stream"]) == (3, threads)
