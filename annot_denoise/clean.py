@@ -177,7 +177,8 @@ def clean(
         f" (model {Path(str(meta['model'])).name})" if meta and meta.get("model") else ""
     )
     sheet: list[list[np.ndarray]] = []  # thumbnails for --preview
-    streams, threads = inference_streams(restorer.device, streams)
+    batches = max(1, -(-len(todo) // batch_size))
+    streams, threads = inference_streams(restorer.device, streams, batches)
     with (
         ThreadPoolExecutor(max(1, workers)) as pool,
         ThreadPoolExecutor(streams) as compute,

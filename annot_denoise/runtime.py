@@ -66,7 +66,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def inference_streams(device: torch.device, streams: int | None = None) -> tuple[int, int]:
+def inference_streams(
+    device: torch.device, streams: int | None = None, batches: int | None = None
+) -> tuple[int, int]:
     """(streams, intra-op threads each) for running batches side by side on ``device``.
 
     On the CPU, batches computed in two threads of one intra-op thread each beat
@@ -76,12 +78,13 @@ def inference_streams(device: torch.device, streams: int | None = None) -> tuple
     network alone: 9.8 against 8.1 images/s. The thread count changes how oneDNN
     sums, so a pixel may differ by one grey level (6 pixels of 1 scan in 200). On
     a GPU one stream keeps the device busy. ``streams`` overrides the choice; the
-    threads share the cores.
+    threads share the cores. There are never more streams than ``batches`` (when
+    given): a single large scan keeps every core.
     """
     cores = torch.get_num_threads()
     if streams is None:
         streams = min(2, cores) if device.type == "cpu" else 1
-    streams = max(1, streams)
+    streams = max(1, min(streams, batches or streams))
     return streams, max(1, cores // streams)
 
 

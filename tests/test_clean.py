@@ -163,3 +163,14 @@ def test_batches_computed_side_by_side_come_out_in_order(tmp_path: Path) -> None
             assert np.array_equal(read_image(tmp_path / "out" / name), expected), name
     record = json.loads((tmp_path / "out" / "clean_run.json").read_text())
     assert (record["streams"], record["threads_per_stream"]) == (3, threads)
+
+
+def test_streams_never_outnumber_batches() -> None:
+    from annot_denoise.runtime import inference_streams
+
+    cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    assert inference_streams(cpu, 4, batches=1) == (1, threads)
+    assert inference_streams(cpu, 1) == (1, threads)
+    assert inference_streams(torch.device("cuda"), None)[0] == 1
+    streams, per = inference_streams(cpu, None, batches=10)
+    assert streams == min(2, threads) and per == max(1, threads // streams)
