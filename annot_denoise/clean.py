@@ -189,7 +189,8 @@ def clean(
         # Batches in the network, oldest first; results are handled in input order.
         running: deque[tuple[list, list[Scan], Future[list]]] = deque()
 
-        def finish(dests: list, scans: list[Scan], computed: Future[list]) -> None:
+        def finish_oldest() -> None:
+            dests, scans, computed = running.popleft()
             results = iter(computed.result())
             for (src, dst), scan in zip(dests, scans):
                 done = [next(results) for _ in scan.frames]
@@ -208,6 +209,7 @@ def clean(
                     if masks
                     else "",
                 }
+            bar.advance(len(dests))
 
         for chunk, reads in _prefetch(pool, todo, batch_size):
             scans, dests = [], []
@@ -223,11 +225,9 @@ def clean(
             frames = [f for scan in scans for f in scan.frames]
             running.append((dests, scans, compute.submit(restorer.restore, frames)))
             if len(running) >= streams:
-                finish(*running[0])
-                bar.advance(len(running.popleft()[0]))
+                finish_oldest()
         while running:
-            finish(*running[0])
-            bar.advance(len(running.popleft()[0]))
+            finish_oldest()
         for src, fut in writes:
             try:
                 fut.result()
