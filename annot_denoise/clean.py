@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,9 @@ from annot_denoise.io import (
     is_dicom,
     list_images,
     read_bytes,
+    read_image,
     remove_stale_temporaries,
+    split_alpha,
     write_image,
 )
 from annot_denoise.progress import Progress
@@ -105,16 +107,43 @@ class Scan:
 
     frames: list[np.ndarray]
     dicom: dicom.DicomScan | None = None
+    mask: np.ndarray | None = None  # bool HxW, given with --masks (every frame's)
 
 
-def read_scan(path: Path) -> Scan:
-    """Read any supported input for cleaning; DICOM keeps its dataset for writing back."""
+def read_scan(path: Path, mask: Path | None = None) -> Scan:
+    """Read any supported input for cleaning; DICOM keeps its dataset for writing back.
+
+    ``mask`` (an image whose nonzero pixels mark the annotation) is read too and
+    must have the scan's height and width.
+    """
     data = read_bytes(path)
     # A DICOM named like an image (scan.png) is written back as that image format.
     if is_dicom(data, path) and not path.name.lower().endswith(IMAGE_SUFFIXES):
-        scan = dicom.decode(data, path)
-        return Scan(list(scan.frames), scan)
-    return Scan([decode_image(data, path)])
+        decoded = dicom.decode(data, path)
+        scan = Scan(list(decoded.frames), decoded)
+    else:
+        scan = Scan([decode_image(data, path)])
+    if mask is not None:
+        values, _ = split_alpha(read_image(mask))  # alpha is not the mask
+        scan.mask = (values.max(axis=2) if values.ndim == 3 else values) > 0
+        size = scan.frames[0].shape[:2]
+        if scan.mask.shape != size:
+            raise ImageReadError(
+                path,
+                f"its mask {mask} is {scan.mask.shape[1]}x{scan.mask.shape[0]}, "
+                f"the image {size[1]}x{size[0]}",
+            )
+    return scan
+
+
+def mask_candidates(masks: Path, relative: Path) -> list[Path]:
+    """Where the mask for the input at ``relative`` may lie under ``masks``, in order."""
+    candidates = [
+        mask_path(masks / relative),  # what --save-mask wrote: NAME.mask.png
+        masks / relative,  # the same name (synth's masks/ beside annotated/)
+        (masks / relative).with_suffix(".png"),  # scan.jpg -> scan.png
+    ]
+    return list(dict.fromkeys(candidates))
 
 
 def clean(
@@ -126,6 +155,7 @@ def clean(
     overwrite: bool = False,
     workers: int = 2,
     streams: int | None = None,
+    masks: Path | None = None,
     save_mask: bool = False,
     report_csv: bool = False,
     preview: int = 0,
@@ -138,7 +168,21 @@ def clean(
     ``clear_burned_in`` sets DICOM Burned In Annotation to NO in the outputs; it
     is off by default because removing calipers is not de-identification.
     ``streams`` batches are computed side by side (None: 2 on the CPU, 1 on a GPU).
+
+    ``masks`` (a folder mirroring ``inputs``) gives the annotations instead of
+    detecting them: for ``sub/a.png`` the first of ``sub/a.png.mask.png`` (as
+    ``save_mask`` writes), ``sub/a.png`` and ``sub/a.png`` with a ``.png`` suffix;
+    nonzero pixels are annotation; a cine loop's mask applies to every frame. The
+    holes are the masks grown as detections are; every other pixel is the input.
+    A file without its mask fails; the others carry on.
     """
+    if masks is not None and not restorer.takes_masks:
+        raise CleanError(
+            "--masks needs a mask-aware model at native resolution (maskunet); this "
+            "checkpoint cannot inpaint given masks"
+        )
+    if masks is not None and not Path(masks).is_dir():
+        raise CleanError(f"--masks {masks}: no such folder")
     if save_mask and not restorer.predicts_mask:
         raise CleanError(
             "--save-mask needs a mask-aware model (model.arch: maskunet); this checkpoint "
@@ -148,7 +192,11 @@ def clean(
     started = time.perf_counter()
     world = from_env()
     # Under torchrun each rank takes every size-th file; together they cover all.
-    plan = shard(plan_outputs(inputs, out), world)
+    plan = plan_outputs(inputs, out)
+    if masks is not None:  # a mask folder inside the input folder holds no scans
+        inside = Path(masks).resolve()
+        plan = [(src, dst) for src, dst in plan if not src.resolve().is_relative_to(inside)]
+    plan = shard(plan, world)
     report = CleanReport(Path(out))
     todo = [(s, d) for s, d in plan if overwrite or not d.exists()]
     report.skipped = len(plan) - len(todo)
@@ -211,7 +259,17 @@ def clean(
                 }
             bar.advance(len(dests))
 
-        for chunk, reads in _prefetch(pool, todo, batch_size):
+        def read(src: Path, dst: Path) -> Scan:
+            if masks is None:
+                return read_scan(src)
+            candidates = mask_candidates(Path(masks), dst.relative_to(out))
+            found = [c for c in candidates if c.is_file()]
+            if not found:
+                names = ", ".join(c.relative_to(masks).as_posix() for c in candidates)
+                raise ImageReadError(src, f"no mask for it under {masks} (looked for {names})")
+            return read_scan(src, found[0])
+
+        for chunk, reads in _prefetch(pool, read, todo, batch_size):
             scans, dests = [], []
             for (src, dst), fut in zip(chunk, reads):
                 try:
@@ -223,7 +281,12 @@ def clean(
                     bar.advance(1)
             # Frames of every file in the chunk go through the network together.
             frames = [f for scan in scans for f in scan.frames]
-            running.append((dests, scans, compute.submit(restorer.restore, frames)))
+            if masks is None:
+                computed = compute.submit(restorer.restore, frames)
+            else:
+                given = [scan.mask for scan in scans for _ in scan.frames]
+                computed = compute.submit(restorer.inpaint, frames, given)
+            running.append((dests, scans, computed))
             if len(running) >= streams:
                 finish_oldest()
         while running:
@@ -250,6 +313,7 @@ def clean(
         "failed": report.failed,
         "rank": world.rank,
         "world_size": world.size,
+        "masks": str(masks) if masks is not None else None,
         "streams": streams,
         "threads_per_stream": threads,
         "seconds": round(report.seconds, 2),
@@ -297,13 +361,16 @@ def _write_csv_report(path: Path, rows: dict[str, dict]) -> None:
 
 
 def _prefetch(
-    pool: ThreadPoolExecutor, todo: Sequence[tuple[Path, Path]], batch_size: int
+    pool: ThreadPoolExecutor,
+    read: Callable[[Path, Path], Scan],
+    todo: Sequence[tuple[Path, Path]],
+    batch_size: int,
 ) -> Iterator[tuple[Sequence[tuple[Path, Path]], list[Future[Scan]]]]:
     """Yield batches whose reads were started one batch ahead."""
     chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    pending = [pool.submit(read_scan, src) for src, _ in chunks[0]] if chunks else []
+    pending = [pool.submit(read, src, dst) for src, dst in chunks[0]] if chunks else []
     for i, chunk in enumerate(chunks):
         current = pending
         if i + 1 < len(chunks):
-            pending = [pool.submit(read_scan, src) for src, _ in chunks[i + 1]]
+            pending = [pool.submit(read, src, dst) for src, dst in chunks[i + 1]]
         yield chunk, current

@@ -407,6 +407,14 @@ def clean_cmd(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
+    masks: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="maskunet: a folder of annotation masks mirroring INPUTS (NAME.mask.png as "
+            "--save-mask writes, or the same name; nonzero = annotation), used instead of "
+            "detecting the marks.",
+        ),
+    ] = None,
     mask_threshold: MaskThreshold = None,
     dilate: Dilate = None,
     tile: Tile = 1024,
@@ -444,6 +452,12 @@ def clean_cmd(
 
     settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
     restorer, dev, _ = _restorer(model, device, **settings)
+    if masks is not None and not restorer.takes_masks:
+        raise typer.BadParameter(
+            "needs a mask-aware model at native resolution (maskunet); "
+            f"{model or 'default'} cannot inpaint given masks",
+            param_hint="--masks",
+        )
     result = clean(
         inputs,
         out_dir,
@@ -452,6 +466,7 @@ def clean_cmd(
         overwrite=overwrite,
         workers=workers,
         streams=streams,
+        masks=masks,
         save_mask=save_mask,
         report_csv=report,
         preview=preview,

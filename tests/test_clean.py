@@ -174,3 +174,46 @@ def test_streams_never_outnumber_batches() -> None:
     assert inference_streams(torch.device("cuda"), None)[0] == 1
     streams, per = inference_streams(cpu, None, batches=10)
     assert streams == min(2, threads) and per == max(1, threads // streams)
+
+
+def test_given_masks_replace_detection(tmp_path: Path) -> None:
+    from annot_denoise.clean import mask_path
+    from annot_denoise.phantom import make_phantom
+    from annot_denoise.pretrained import resolve_model
+    from annot_denoise.synth.pipeline import annotate
+
+    model, ckpt = load_model(resolve_model(None))
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    root = tmp_path / "scans"
+    given = root / "masks"  # inside the input folder: not cleaned as scans
+    pairs = {}
+    for i, (name, mask_name) in enumerate(
+        [("a.png", "a.png"), ("sub/b.png", "sub/b.png.mask.png"), ("c.tif", "c.png")]
+    ):
+        scan = make_phantom(120, 160, np.random.default_rng(i))
+        _, annotated, mask, _ = annotate(scan, "calipers", np.random.default_rng(i))
+        write_image(root / name, annotated)
+        write_image(given / mask_name, mask.astype(np.uint8) * 255)
+        pairs[name] = (annotated, mask)
+    write_image(root / "no_mask.png", pairs["a.png"][0])
+    write_image(root / "small_mask.png", pairs["a.png"][0])
+    write_image(given / "small_mask.png", np.zeros((10, 10), np.uint8))
+
+    report = clean(root, tmp_path / "out", r, masks=given, save_mask=True, streams=1)
+    assert report.processed == 3 and len(report.failed) == 2
+    assert any("no_mask.png: no mask for it" in line for line in report.failed)
+    assert any("small_mask.png" in line and "10x10" in line for line in report.failed)
+    assert not (tmp_path / "out" / "masks").exists()
+    for name, (annotated, mask) in pairs.items():
+        out = read_image(tmp_path / "out" / name)
+        assert np.array_equal(out, r.inpaint([annotated], [mask])[0].image), name
+        hole = read_image(mask_path(tmp_path / "out" / name)) > 0
+        assert hole[mask].all() and not np.array_equal(out[mask], annotated[mask])
+        assert np.array_equal(out[~hole], annotated[~hole])  # the rest bit for bit
+    record = json.loads((tmp_path / "out" / "clean_run.json").read_text())
+    assert record["masks"] == str(given)
+
+
+def test_given_masks_need_a_model_that_takes_them(scans: Path, tmp_path: Path, restorer) -> None:
+    with pytest.raises(CleanError, match="cannot inpaint given masks"):
+        clean(scans, tmp_path / "out", restorer, masks=tmp_path)

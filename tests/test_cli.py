@@ -142,6 +142,12 @@ def test_end_to_end_through_the_cli(phantom_dir: Path, tmp_path: Path) -> None:
         "--no-progress",
     )  # fmt: skip
     assert result.exit_code == 0 and "processed 20" in result.output
+    result = run(
+        "clean", data / "annotated", "--model", run_dir / "best.pt", "--masks", data / "masks",
+        "-o", tmp_path / "given",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "mask-aware model" in result.output  # a resized one
+    assert not (tmp_path / "given").exists()
 
 
 def test_real_subprocess_help_and_module_entry() -> None:
