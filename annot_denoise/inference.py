@@ -55,6 +55,10 @@ CROP_LIMIT = 0.5
 # Holes on a background this flat (8-bit levels) are filled with it exactly.
 FLAT_TOLERANCE = 2
 FLAT_GROW = 16  # px of a missed rim or dim end the flat fill may take in
+# Colour on a grey scan: an R, G, B spread above CHROMA (4 of 255 levels, above
+# JPEG's rounding) is colour; above COLOUR_SHARE of the pixels it is a colour scan.
+CHROMA = 4 / 255
+COLOUR_SHARE = 0.05
 
 
 @dataclass
@@ -265,7 +269,9 @@ class Restorer:
                 prob = self._with_oom_fallback(
                     lambda tile, net=net: self._tiled(net, tile, self._detect)
                 )["prob"]
-            preds.append(self._inpaint_around(net, prob))
+            preds.append(
+                self._inpaint_around(net, prob, _complete_colour(net, prob > self.threshold))
+            )
         return preds
 
     def _inpaint_around(
@@ -275,7 +281,7 @@ class Restorer:
         detected = prob > self.threshold if detected is None else detected
         hole = np.zeros(prob.shape, np.float32)
         if not detected.any():
-            return {"prob": prob, "content": net, "hole": hole}
+            return {"prob": prob, "content": net, "hole": hole, "detected": detected}
         content = net.copy()
         for box, own in _crops(detected):
             sub = np.concatenate([net[box], detected[box][..., None].astype(np.float32)], axis=2)
@@ -285,7 +291,7 @@ class Restorer:
             take = own & (out["hole"] > 0.5)
             content[box][take] = out["content"][take]
             hole[box][take] = 1.0
-        return {"prob": prob, "content": content, "hole": hole}
+        return {"prob": prob, "content": content, "hole": hole, "detected": detected}
 
     def _detect(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         x = self._tensor(batch)
@@ -314,7 +320,7 @@ class Restorer:
         if not self.predicts_mask:
             restored = merge_alpha(_to_layout(pred["output"], color), alpha)
             return Restored(restored, None, _changed(image, restored))
-        detected = pred["prob"] > self.threshold
+        detected = pred["detected"] if "detected" in pred else pred["prob"] > self.threshold
         if "hole" in pred:
             # The network's own hole: the detection plus the fringe it grew into.
             hard = pred["hole"] > 0.5
@@ -405,6 +411,28 @@ def _to_layout(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     elif values.shape[-1] == 1:  # colour file, grey network
         values = np.repeat(values, like.shape[-1], axis=-1)
     return from_float(values, like.dtype)
+
+
+def _complete_colour(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """``detected`` plus the rest of every coloured patch it touches, on grey scans.
+
+    On grey anatomy stored as RGB (most ultrasound) a coloured pixel can only be a
+    mark. The detector often leaves out the faint anti-aliased or JPEG-bled parts
+    of a yellow or green mark; its coloured pixels are taken in with it. Coloured
+    patches it did not touch (colour Doppler, say) are left alone, and scans with
+    more colour than ``COLOUR_SHARE`` are colour scans, where this does nothing.
+    """
+    if net.shape[-1] != 3 or not detected.any():
+        return detected
+    colour = (net.max(axis=2) - net.min(axis=2)) > CHROMA
+    touched = colour & detected
+    if not touched.any() or colour.mean() >= COLOUR_SHARE:
+        return detected
+    count, labels = cv2.connectedComponents(colour.view(np.uint8), connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[labels[touched]] = True
+    keep[0] = False
+    return detected | keep[labels]
 
 
 def _grey_scan(color: np.ndarray, mask: np.ndarray) -> bool:

@@ -229,7 +229,11 @@ def _annotated_scans(count: int, h: int = 240, w: int = 320) -> list[np.ndarray]
     return scans
 
 
-def test_inpainting_crops_match_whole_image_inpainting(default_model) -> None:
+def test_inpainting_crops_match_whole_image_inpainting(default_model, monkeypatch) -> None:
+    import annot_denoise.inference as inference
+
+    # The single forward pass has no colour completion; compare without it.
+    monkeypatch.setattr(inference, "COLOUR_SHARE", 0.0)
     model, ckpt = default_model
     r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
     scans = _annotated_scans(4)
@@ -302,3 +306,27 @@ def test_inpaint_given_masks_writes_only_there(mask_run: Path, trained_run: Path
     unet, unet_ckpt = load_model(trained_run / "best.pt")
     with pytest.raises(ValueError, match="mask-aware model"):
         Restorer.from_checkpoint(unet, unet_ckpt, torch.device("cpu")).inpaint([image], [given])
+
+
+def test_coloured_marks_are_completed_on_grey_scans_only() -> None:
+    from annot_denoise.inference import _complete_colour
+
+    rng = np.random.default_rng(0)
+    grey = rng.random((120, 160)).astype(np.float32)
+    net = np.repeat(grey[..., None], 3, axis=2)
+    yellow = np.zeros((120, 160), bool)
+    yellow[40:43, 20:100] = True  # a line ...
+    fringe = np.zeros_like(yellow)
+    fringe[39, 20:100] = fringe[43, 20:100] = True  # ... and its faint anti-aliased rim
+    net[yellow] = [1.0, 1.0, 0.0]
+    net[fringe] = net[fringe] * 0.8 + np.array([1.0, 1.0, 0.0]) * 0.2
+    net[90:95, 130:135] = [0.0, 0.8, 0.0]  # a green patch the detector did not touch
+    detected = np.zeros_like(yellow)
+    detected[41, 30:90] = True  # the detector found the line's core only
+    completed = _complete_colour(net, detected)
+    assert (completed == (detected | yellow | fringe)).all()
+    # Nothing found, nothing added; a colour scan (tinted all over) is left alone.
+    assert not _complete_colour(net, np.zeros_like(detected)).any()
+    tinted = net * np.array([1.0, 0.9, 0.8], np.float32)
+    assert (_complete_colour(tinted, detected) == detected).all()
+    assert (_complete_colour(net[..., :1], detected) == detected).all()  # grey network
