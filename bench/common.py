@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def machine() -> str:
 
 
 def command() -> str:
-    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    # Quoted as a shell needs it, so the line can be pasted back.
+    return "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
 
 def append_results(title: str, body: str, path: Path = RESULTS) -> None:
