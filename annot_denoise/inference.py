@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # Inpainting crops: this much scan around each detection (the inpainter's useful
-# reach; measured against whole-image inpainting in tests/test_inference.py), on a
+# reach; checked against whole-image inpainting in tests/test_inference.py), on a
 # grid of CELL pixels, which keeps crops aligned with the network's pooling grid.
-CONTEXT = 48
+# 48 px scored within 0.02 dB of 32 on the quality benchmark and cost 4% more time.
+CONTEXT = 32
 CELL = 16
 # When the crops would cover more than this fraction, inpaint the whole image.
 CROP_LIMIT = 0.5
