@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from annot_denoise import __version__
 from annot_denoise.cli import app
+from annot_denoise.io import read_image
 
 runner = CliRunner()
 
@@ -148,6 +149,15 @@ def test_end_to_end_through_the_cli(phantom_dir: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2 and "mask-aware model" in result.output  # a resized one
     assert not (tmp_path / "given").exists()
+    # The shipped default takes them: synth's masks/ mirror annotated/ by name.
+    result = run(
+        "clean", data / "annotated", "--masks", data / "masks", "-o", tmp_path / "given",
+        "--save-mask", "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0 and "processed 20" in result.output, result.output
+    for mask in (data / "masks").iterdir():
+        hole = read_image(tmp_path / "given" / f"{mask.name}.mask.png") > 0
+        assert hole[read_image(mask) > 0].all()
 
 
 def test_real_subprocess_help_and_module_entry() -> None:
