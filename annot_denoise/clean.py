@@ -141,9 +141,27 @@ def mask_candidates(masks: Path, relative: Path) -> list[Path]:
     candidates = [
         mask_path(masks / relative),  # what --save-mask wrote: NAME.mask.png
         masks / relative,  # the same name (synth's masks/ beside annotated/)
-        (masks / relative).with_suffix(".png"),  # scan.jpg -> scan.png
     ]
+    if relative.suffix.lower() in READ_SUFFIXES:  # scan.jpg -> scan.png; not 1.2.840.5
+        candidates.append((masks / relative).with_suffix(".png"))
     return list(dict.fromkeys(candidates))
+
+
+def _without_masks(
+    plan: list[tuple[Path, Path]], inputs: Path, masks: Path
+) -> list[tuple[Path, Path]]:
+    """The plan less the given masks, when they lie among the inputs."""
+    root = inputs.resolve() if inputs.is_dir() else inputs.resolve().parent
+    inside = masks.resolve()
+    if inside == root:  # NAME.mask.png beside each scan
+        kept = [(src, dst) for src, dst in plan if not src.name.lower().endswith(".mask.png")]
+    elif inside.is_relative_to(root):  # a mask folder among the scans
+        kept = [(src, dst) for src, dst in plan if not src.resolve().is_relative_to(inside)]
+    else:
+        return plan
+    if not kept:
+        raise CleanError(f"{inputs}: no images found besides the masks in {masks}")
+    return kept
 
 
 def clean(
@@ -183,6 +201,10 @@ def clean(
         )
     if masks is not None and not Path(masks).is_dir():
         raise CleanError(f"--masks {masks}: no such folder")
+    if masks is not None and save_mask and Path(masks).resolve() == Path(out).resolve():
+        raise CleanError(
+            f"--save-mask would overwrite the given masks in {masks}; choose another -o"
+        )
     if save_mask and not restorer.predicts_mask:
         raise CleanError(
             "--save-mask needs a mask-aware model (model.arch: maskunet); this checkpoint "
@@ -193,9 +215,8 @@ def clean(
     world = from_env()
     # Under torchrun each rank takes every size-th file; together they cover all.
     plan = plan_outputs(inputs, out)
-    if masks is not None:  # a mask folder inside the input folder holds no scans
-        inside = Path(masks).resolve()
-        plan = [(src, dst) for src, dst in plan if not src.resolve().is_relative_to(inside)]
+    if masks is not None:
+        plan = _without_masks(plan, Path(inputs), Path(masks))
     plan = shard(plan, world)
     report = CleanReport(Path(out))
     todo = [(s, d) for s, d in plan if overwrite or not d.exists()]
@@ -249,12 +270,12 @@ def clean(
                 job = (dst, scan, done, save_mask, description, clear_burned_in)
                 writes.append((src, pool.submit(_write, *job)))
                 report.outputs.append(dst)
-                masks = [r.mask for r in done if r.mask is not None]
+                holes = [r.mask for r in done if r.mask is not None]
                 rows[dst.relative_to(out).as_posix()] = {
                     "image": dst.relative_to(out).as_posix(),
                     "changed_fraction": round(float(np.mean([r.changed for r in done])), 6),
-                    "mask_fraction": round(float(np.mean([m.mean() for m in masks])), 6)
-                    if masks
+                    "mask_fraction": round(float(np.mean([m.mean() for m in holes])), 6)
+                    if holes
                     else "",
                 }
             bar.advance(len(dests))

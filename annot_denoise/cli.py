@@ -402,8 +402,8 @@ def clean_cmd(
         Optional[int],  # noqa: UP045
         typer.Option(
             min=1,
-            help="Batches in the network at once, sharing the cores [default: 2 on the CPU, "
-            "1 on a GPU].",
+            help="CPU: batches in the network at once, sharing the cores [default: 2]. "
+            "Always 1 on a GPU.",
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,

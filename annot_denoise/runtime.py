@@ -7,10 +7,13 @@ then use :func:`autocast` without branching on the device themselves.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class DeviceError(Exception):
@@ -77,13 +80,20 @@ def inference_streams(
     and the other stream fills the gaps. Measured on 2 cores, 960x540 scans, the
     network alone: 9.8 against 8.1 images/s. The thread count changes how oneDNN
     sums, so a pixel may differ by one grey level (6 pixels of 1 scan in 200). On
-    a GPU one stream keeps the device busy. ``streams`` overrides the choice; the
-    threads share the cores. There are never more streams than ``batches`` (when
-    given): a single large scan keeps every core.
+    a GPU or MPS there is always one stream. ``streams`` overrides the choice on
+    the CPU; the threads share the cores. There are never more streams than
+    ``batches`` (when given): a single large scan keeps every core.
     """
     cores = torch.get_num_threads()
-    if streams is None:
-        streams = min(2, cores) if device.type == "cpu" else 1
+    if device.type != "cpu":
+        # Threads share one CUDA stream (no gain), and MPS is not safe to call from
+        # two threads at once.
+        if streams and streams > 1:
+            log.warning("--streams %d: one stream on %s (several help on the CPU only)",
+                        streams, device.type)  # fmt: skip
+        streams = 1
+    elif streams is None:
+        streams = min(2, cores)
     streams = max(1, min(streams, batches or streams))
     return streams, max(1, cores // streams)
 

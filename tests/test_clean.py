@@ -172,6 +172,7 @@ def test_streams_never_outnumber_batches() -> None:
     assert inference_streams(cpu, 4, batches=1) == (1, threads)
     assert inference_streams(cpu, 1) == (1, threads)
     assert inference_streams(torch.device("cuda"), None)[0] == 1
+    assert inference_streams(torch.device("mps"), 2)[0] == 1  # not safe from two threads
     streams, per = inference_streams(cpu, None, batches=10)
     assert streams == min(2, threads) and per == max(1, threads // streams)
 
@@ -217,3 +218,26 @@ def test_given_masks_replace_detection(tmp_path: Path) -> None:
 def test_given_masks_need_a_model_that_takes_them(scans: Path, tmp_path: Path, restorer) -> None:
     with pytest.raises(CleanError, match="cannot inpaint given masks"):
         clean(scans, tmp_path / "out", restorer, masks=tmp_path)
+
+
+def test_given_masks_beside_the_scans_are_not_scans(tmp_path: Path) -> None:
+    from annot_denoise.clean import mask_path
+    from annot_denoise.pretrained import resolve_model
+
+    model, ckpt = load_model(resolve_model(None))
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    image = (rng.random((64, 80)) * 255).astype(np.uint8)
+    mask = np.zeros((64, 80), np.uint8)
+    mask[30:33, 10:70] = 255
+    write_image(tmp_path / "in" / "a.png", image)
+    write_image(mask_path(tmp_path / "in" / "a.png"), mask)
+    report = clean(tmp_path / "in", tmp_path / "out", r, masks=tmp_path / "in")
+    assert report.processed == 1 and report.ok
+    assert not mask_path(tmp_path / "out" / "a.png").exists()
+    with pytest.raises(CleanError, match="no images found besides the masks"):
+        clean(tmp_path / "in" / "a.png.mask.png", tmp_path / "o2", r, masks=tmp_path / "in")
+    # --save-mask into the masks folder would overwrite them.
+    (tmp_path / "in2").mkdir()
+    with pytest.raises(CleanError, match="overwrite the given masks"):
+        clean(tmp_path / "in", tmp_path / "in2", r, masks=tmp_path / "in2", save_mask=True)

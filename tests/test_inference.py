@@ -312,19 +312,23 @@ def test_coloured_marks_are_completed_on_grey_scans_only() -> None:
     from annot_denoise.inference import _complete_colour
 
     rng = np.random.default_rng(0)
-    grey = rng.random((120, 160)).astype(np.float32)
+    grey = rng.random((240, 320)).astype(np.float32)
     net = np.repeat(grey[..., None], 3, axis=2)
-    yellow = np.zeros((120, 160), bool)
+    yellow = np.zeros((240, 320), bool)
     yellow[40:43, 20:100] = True  # a line ...
     fringe = np.zeros_like(yellow)
     fringe[39, 20:100] = fringe[43, 20:100] = True  # ... and its faint anti-aliased rim
     net[yellow] = [1.0, 1.0, 0.0]
     net[fringe] = net[fringe] * 0.8 + np.array([1.0, 1.0, 0.0]) * 0.2
     net[90:95, 130:135] = [0.0, 0.8, 0.0]  # a green patch the detector did not touch
+    net[60:100, 20:60] = [0.8, 0.1, 0.1]  # colour flow under a caliper ...
     detected = np.zeros_like(yellow)
-    detected[41, 30:90] = True  # the detector found the line's core only
+    detected[41, 24:96] = True  # the detector found the line's core only
+    detected[80:83, 35:45] = True  # ... and the caliper
     completed = _complete_colour(net, detected)
-    assert (completed == (detected | yellow | fringe)).all()
+    near_caliper = np.zeros_like(yellow)
+    near_caliper[76:87, 31:49] = True  # the caliper grown by COLOUR_REACH (4 px)
+    assert (completed == (detected | yellow | fringe | near_caliper)).all()
     # Nothing found, nothing added; a colour scan (tinted all over) is left alone.
     assert not _complete_colour(net, np.zeros_like(detected)).any()
     tinted = net * np.array([1.0, 0.9, 0.8], np.float32)
