@@ -194,14 +194,15 @@ def clean(
     holes are the masks grown as detections are; every other pixel is the input.
     A file without its mask fails; the others carry on.
     """
+    masks = Path(masks) if masks is not None else None
     if masks is not None and not restorer.takes_masks:
         raise CleanError(
             "--masks needs a mask-aware model at native resolution (maskunet); this "
             "checkpoint cannot inpaint given masks"
         )
-    if masks is not None and not Path(masks).is_dir():
+    if masks is not None and not masks.is_dir():
         raise CleanError(f"--masks {masks}: no such folder")
-    if masks is not None and save_mask and Path(masks).resolve() == Path(out).resolve():
+    if masks is not None and save_mask and masks.resolve() == Path(out).resolve():
         raise CleanError(
             f"--save-mask would overwrite the given masks in {masks}; choose another -o"
         )
@@ -216,7 +217,7 @@ def clean(
     # Under torchrun each rank takes every size-th file; together they cover all.
     plan = plan_outputs(inputs, out)
     if masks is not None:
-        plan = _without_masks(plan, Path(inputs), Path(masks))
+        plan = _without_masks(plan, Path(inputs), masks)
     plan = shard(plan, world)
     report = CleanReport(Path(out))
     todo = [(s, d) for s, d in plan if overwrite or not d.exists()]
@@ -283,7 +284,7 @@ def clean(
         def read(src: Path, dst: Path) -> Scan:
             if masks is None:
                 return read_scan(src)
-            candidates = mask_candidates(Path(masks), dst.relative_to(out))
+            candidates = mask_candidates(masks, dst.relative_to(out))
             found = [c for c in candidates if c.is_file()]
             if not found:
                 names = ", ".join(c.relative_to(masks).as_posix() for c in candidates)
