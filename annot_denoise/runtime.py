@@ -77,8 +77,8 @@ def inference_streams(
     On the CPU, batches computed in two threads of one intra-op thread each beat
     one batch at a time over both threads: much of a two-stage inference (small
     inpainting crops, numpy between the stages) does not spread over threads,
-    and the other stream fills the gaps. Measured on 2 cores, 960x540 scans, the
-    network alone: 9.8 against 8.1 images/s. The thread count changes how oneDNN
+    and the other stream fills the gaps: on 2 cores, about 40% more 960x540 scans
+    a second (bench/RESULTS.md, `--streams 1` rows). The thread count changes how oneDNN
     sums, so a pixel may differ by one grey level (6 pixels of 1 scan in 200). On
     a GPU or MPS there is always one stream. ``streams`` overrides the choice on
     the CPU; the threads share the cores. There are never more streams than
