@@ -169,6 +169,14 @@ Dilate = Annotated[
         help="maskunet: grow the predicted mask by this many pixels (default: checkpoint's).",
     ),
 ]
+Tta = Annotated[
+    bool,
+    typer.Option(
+        "--tta",
+        help="Average the network over the four flips of each image (test-time "
+        "augmentation): better repairs, about 3x the time (bench/RESULTS.md).",
+    ),
+]
 Tile = Annotated[
     int,
     typer.Option(
@@ -346,6 +354,7 @@ def eval_cmd(
     mask_threshold: MaskThreshold = None,
     dilate: Dilate = None,
     tile: Tile = 1024,
+    tta: Tta = False,
     oracle: Annotated[
         bool,
         typer.Option(
@@ -360,7 +369,9 @@ def eval_cmd(
     classical blind inpainting) on ground-truth pairs."""
     from annot_denoise.evaluate import evaluate
 
-    settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
+    settings = dict(
+        threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size, tta=tta
+    )
     restorer, _, ckpt = _restorer(model, device, **settings)
     if oracle and not restorer.takes_masks:
         raise typer.BadParameter(
@@ -377,7 +388,11 @@ def eval_cmd(
         out_dir,
         batch_size=batch_size,
         progress=_progress(no_progress),
-        meta={"model": model or "default", "reference": str(reference) if reference else None},
+        meta={
+            "model": model or "default",
+            "reference": str(reference) if reference else None,
+            "tta": tta,
+        },
         curves=curves,
         oracle=oracle,
     )
@@ -418,6 +433,7 @@ def clean_cmd(
     mask_threshold: MaskThreshold = None,
     dilate: Dilate = None,
     tile: Tile = 1024,
+    tta: Tta = False,
     save_mask: Annotated[
         bool,
         typer.Option(help="maskunet: write each predicted mask beside its output (NAME.mask.png)."),
@@ -450,7 +466,9 @@ def clean_cmd(
     """
     from annot_denoise.clean import clean
 
-    settings = dict(threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size)
+    settings = dict(
+        threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size, tta=tta
+    )
     restorer, dev, _ = _restorer(model, device, **settings)
     if masks is not None and not restorer.takes_masks:
         raise typer.BadParameter(

@@ -14,6 +14,7 @@ printed and appended to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -129,6 +130,11 @@ def main() -> None:
         action="store_true",
         help="also score each maskunet's inpainter given the true mask (eval --oracle)",
     )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="also score each maskunet with test-time augmentation (clean --tta)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument("--results", type=Path, help="append there instead of bench/RESULTS.md")
     parser.add_argument("--keep", type=Path, help="copy each method's best.pt into this folder")
@@ -205,6 +211,12 @@ def main() -> None:
         name, _, path = item.partition("=")
         model, ckpt = load_model(Path(path), device)
         restorers[name] = Restorer.from_checkpoint(model, ckpt, device)
+
+    if args.tta:
+        for name, r in list(restorers.items()):
+            if r.two_stage:
+                restorers[f"{name} (--tta)"] = copy.copy(r)
+                restorers[f"{name} (--tta)"].tta = True
 
     tables = []
     for label, data_dir in sets.items():

@@ -89,13 +89,14 @@ def time_clean(
     batch: int,
     workers: int,
     streams: int | None = None,
+    tta: bool = False,
 ) -> float:
     from annot_denoise.checkpoint import load_model
     from annot_denoise.clean import clean
     from annot_denoise.inference import Restorer
 
     model, meta = load_model(ckpt, device)
-    restorer = Restorer.from_checkpoint(model, meta, device, batch_size=batch)
+    restorer = Restorer.from_checkpoint(model, meta, device, batch_size=batch, tta=tta)
     restorer.restore([np.zeros((540, 960), np.uint8)])  # warm-up (kernels, allocator)
     start = time.perf_counter()
     clean(
@@ -299,6 +300,7 @@ def main() -> None:
         help="also time clean with this model (a shipped name or a checkpoint); the summary "
         "line stays --model's",
     )
+    parser.add_argument("--tta", action="store_true", help="also time --model with clean --tta")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4, help="clean's read/write threads")
     parser.add_argument("--train-steps", type=int, default=20)
@@ -330,6 +332,10 @@ def main() -> None:
     if device.type == "cpu":  # clean's default there is two streams; one, for comparison
         t = time_clean(paths, out / "also", ckpt, device, args.batch, args.workers, streams=1)
         also.append([f"annot-denoise clean ({label}, --streams 1)", f"{n / t:.1f}",
+                     f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
+    if args.tta:
+        t = time_clean(paths, out / "also", ckpt, device, args.batch, args.workers, tta=True)
+        also.append([f"annot-denoise clean ({label}, --tta)", f"{n / t:.1f}",
                      f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     for item in args.also:
         name, _, spec = item.partition("=")

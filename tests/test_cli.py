@@ -131,11 +131,13 @@ def test_end_to_end_through_the_cli(phantom_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (run_dir / "best.pt").is_file()
     result = run(
-        "eval", data, "--model", run_dir / "best.pt", "-o", tmp_path / "ev", "--no-progress"
-    )
+        "eval", data, "--model", run_dir / "best.pt", "-o", tmp_path / "ev", "--tta",
+        "--no-progress",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "identity" in result.output and "telea" in result.output
-    assert json.loads((tmp_path / "ev" / "report.json").read_text())["images"] == 20
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["images"] == 20 and report["tta"] is True
     result = run("eval", data, "--model", run_dir / "best.pt", "--oracle", "-o", tmp_path / "o")
     assert result.exit_code == 2 and "mask-aware model" in result.output  # a resized one
     result = run(

@@ -232,8 +232,10 @@ def _annotated_scans(count: int, h: int = 240, w: int = 320) -> list[np.ndarray]
 def test_inpainting_crops_match_whole_image_inpainting(default_model, monkeypatch) -> None:
     import annot_denoise.inference as inference
 
-    # The single forward pass has no colour completion; compare without it.
+    # The single forward pass has no colour completion and no Telea share; compare
+    # without them.
     monkeypatch.setattr(inference, "COLOUR_SHARE", 0.0)
+    monkeypatch.setattr(inference, "TELEA_SHARE", 0.0)
     model, ckpt = default_model
     r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
     scans = _annotated_scans(4)
@@ -247,6 +249,43 @@ def test_inpainting_crops_match_whole_image_inpainting(default_model, monkeypatc
         diff = np.abs(a.image.astype(int) - b.image.astype(int)).max(axis=-1)
         assert diff[both].mean() <= 1.0  # grey levels
         assert not diff[~union].any()
+
+
+@pytest.mark.parametrize("grey", [True, False])
+def test_the_fill_mixes_in_telea_of_the_same_holes(grey: bool) -> None:
+    import annot_denoise.inference as inference
+
+    # A ramp, which Telea fills almost exactly; the network's content is 0 here,
+    # so what comes back is the Telea share of the ramp.
+    ramp = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (48, 1))
+    net = np.stack([ramp, ramp if grey else 1 - ramp, ramp if grey else ramp**2], axis=-1)
+    hole = np.zeros((48, 64), bool)
+    hole[20:24, 8:56] = True
+    marked = net.copy()
+    marked[hole] = 1.0  # the mark itself must not leak into the fill
+    mixed = inference._with_telea(marked, hole, np.zeros_like(net))
+    share = inference.TELEA_SHARE
+    assert 0 < share < 1
+    assert np.abs(mixed[hole] - share * net[hole]).max() < 0.02 * share  # Telea: ~1% off
+    assert not mixed[~hole].any()  # outside the hole the content is kept as it was
+
+
+def test_tta_gives_the_same_repair_to_a_flipped_scan(default_model) -> None:
+    model, ckpt = default_model
+    scan = _annotated_scans(1)[0]
+    flipped = np.ascontiguousarray(scan[:, ::-1])
+    differ = []
+    for tta in (False, True):
+        r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), tta=tta)
+        a, b = r.restore([scan])[0], r.restore([flipped])[0]
+        same_mask = np.array_equal(a.mask, b.mask[:, ::-1])
+        diff = np.abs(a.image.astype(int) - b.image[:, ::-1].astype(int)).max(axis=-1)
+        differ.append((same_mask, diff[a.mask | b.mask[:, ::-1]].mean()))
+    # One pass finds and paints a flipped scan differently; the four-flip average
+    # is the same average either way (up to the order of the sums and the hole's
+    # fringe, which the unflipped view decides).
+    assert not differ[0][0] and differ[0][1] > 1.0
+    assert differ[1][0] and differ[1][1] < 0.5
 
 
 def test_same_sized_images_batch_like_single_ones(default_model) -> None:

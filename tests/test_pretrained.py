@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,28 @@ def test_clean_without_model_uses_default(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "shipped 'default' model" in result.output
     assert (tmp_path / "o" / "a.png").is_file()
+    record = json.loads((tmp_path / "o" / "clean_run.json").read_text())
+    assert record["tta"] is False and record["mask_threshold"] == 0.8
+
+
+def test_clean_tta_is_recorded_and_writes_only_inside_its_mask(tmp_path: Path) -> None:
+    from annot_denoise.io import read_image, write_image
+    from annot_denoise.synth.pipeline import annotate
+
+    scan = make_phantom(96, 128, np.random.default_rng(0))
+    _, marked, mask, _ = annotate(scan, "calipers", np.random.default_rng(1))
+    write_image(tmp_path / "in" / "a.png", marked)
+    for flag in ([], ["--tta"]):
+        out = tmp_path / ("tta" if flag else "plain")
+        args = ["clean", str(tmp_path / "in"), "-o", str(out), "--save-mask", *flag]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "clean_run.json").read_text())["tta"] is bool(flag)
+    plain, tta = read_image(tmp_path / "plain" / "a.png"), read_image(tmp_path / "tta" / "a.png")
+    assert not np.array_equal(plain, tta)
+    written = read_image(tmp_path / "tta" / "a.png.mask.png") > 0
+    assert written[mask].mean() > 0.9  # the calipers are found
+    assert np.array_equal(tta[~written], marked[~written])
 
 
 def test_export_strips_training_state(mask_run: Path, tmp_path: Path) -> None:
