@@ -107,14 +107,15 @@ class Scan:
 
     frames: list[np.ndarray]
     dicom: dicom.DicomScan | None = None
-    mask: np.ndarray | None = None  # bool HxW, given with --masks (every frame's)
+    masks: list[np.ndarray] | None = None  # bool HxW per frame, given with --masks
 
 
-def read_scan(path: Path, mask: Path | None = None) -> Scan:
+def read_scan(path: Path, mask: Path | list[Path] | None = None) -> Scan:
     """Read any supported input for cleaning; DICOM keeps its dataset for writing back.
 
-    ``mask`` (an image whose nonzero pixels mark the annotation) is read too and
-    must have the scan's height and width.
+    ``mask`` (an image whose nonzero pixels mark the annotation; for a cine loop
+    one for every frame, or one for them all) is read too and must have the
+    scan's height and width.
     """
     data = read_bytes(path)
     # A DICOM named like an image (scan.png) is written back as that image format.
@@ -124,20 +125,41 @@ def read_scan(path: Path, mask: Path | None = None) -> Scan:
     else:
         scan = Scan([decode_image(data, path)])
     if mask is not None:
-        values, _ = split_alpha(read_image(mask))  # alpha is not the mask
-        scan.mask = (values.max(axis=2) if values.ndim == 3 else values) > 0
-        size = scan.frames[0].shape[:2]
-        if scan.mask.shape != size:
-            raise ImageReadError(
-                path,
-                f"its mask {mask} is {scan.mask.shape[1]}x{scan.mask.shape[0]}, "
-                f"the image {size[1]}x{size[0]}",
-            )
+        _attach_masks(scan, path, mask)
     return scan
 
 
+def _attach_masks(scan: Scan, path: Path, mask: Path | list[Path]) -> Scan:
+    given = mask if isinstance(mask, list) else [mask] * len(scan.frames)
+    if len(given) != len(scan.frames):
+        raise ImageReadError(path, f"{len(given)} masks for {len(scan.frames)} frames")
+    read = {m: _read_mask(m, path, scan.frames[0].shape[:2]) for m in dict.fromkeys(given)}
+    scan.masks = [read[m] for m in given]
+    return scan
+
+
+def _read_mask(mask: Path, path: Path, size: tuple[int, ...]) -> np.ndarray:
+    values, _ = split_alpha(read_image(mask))  # alpha is not the mask
+    hole = (values.max(axis=2) if values.ndim == 3 else values) > 0
+    if hole.shape != size:
+        raise ImageReadError(
+            path,
+            f"its mask {mask} is {hole.shape[1]}x{hole.shape[0]}, the image {size[1]}x{size[0]}",
+        )
+    return hole
+
+
+def frame_masks(masks: Path, relative: Path, frames: int) -> list[Path] | None:
+    """A cine loop's per-frame masks under ``masks`` (as ``save_mask`` writes them:
+    ``NAME.frame0007.mask.png``), when there is one for every frame; else None."""
+    if frames < 2:
+        return None
+    paths = [mask_path(masks / relative, k) for k in range(frames)]
+    return paths if all(p.is_file() for p in paths) else None
+
+
 def mask_candidates(masks: Path, relative: Path) -> list[Path]:
-    """Where the mask for the input at ``relative`` may lie under ``masks``, in order."""
+    """Where the one mask for the input at ``relative`` may lie under ``masks``, in order."""
     candidates = [
         mask_path(masks / relative),  # what --save-mask wrote: NAME.mask.png
         masks / relative,  # the same name (synth's masks/ beside annotated/)
@@ -190,8 +212,10 @@ def clean(
     ``masks`` (a folder mirroring ``inputs``) gives the annotations instead of
     detecting them: for ``sub/a.png`` the first of ``sub/a.png.mask.png`` (as
     ``save_mask`` writes), ``sub/a.png`` and ``sub/a.png`` with a ``.png`` suffix;
-    nonzero pixels are annotation; a cine loop's mask applies to every frame. The
-    holes are the masks grown as detections are; every other pixel is the input.
+    nonzero pixels are annotation. A cine loop takes one mask per frame when all
+    are there (``sub/a.dcm.frame0007.mask.png``), else its one mask for every
+    frame. The holes are the masks grown as detections are; every other pixel is
+    the input.
     A file without its mask fails; the others carry on.
     """
     masks = Path(masks) if masks is not None else None
@@ -282,14 +306,19 @@ def clean(
             bar.advance(len(dests))
 
         def read(src: Path, dst: Path) -> Scan:
+            scan = read_scan(src)
             if masks is None:
-                return read_scan(src)
-            candidates = mask_candidates(masks, dst.relative_to(out))
+                return scan
+            relative = dst.relative_to(out)
+            per_frame = frame_masks(masks, relative, len(scan.frames))
+            if per_frame:
+                return _attach_masks(scan, src, per_frame)
+            candidates = mask_candidates(masks, relative)
             found = [c for c in candidates if c.is_file()]
             if not found:
                 names = ", ".join(c.relative_to(masks).as_posix() for c in candidates)
                 raise ImageReadError(src, f"no mask for it under {masks} (looked for {names})")
-            return read_scan(src, found[0])
+            return _attach_masks(scan, src, found[0])
 
         for chunk, reads in _prefetch(pool, read, todo, batch_size):
             scans, dests = [], []
@@ -306,7 +335,7 @@ def clean(
             if masks is None:
                 computed = compute.submit(restorer.restore, frames)
             else:
-                given = [scan.mask for scan in scans for _ in scan.frames]
+                given = [m for scan in scans for m in scan.masks]
                 computed = compute.submit(restorer.inpaint, frames, given)
             running.append((dests, scans, computed))
             if len(running) >= streams:

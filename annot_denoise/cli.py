@@ -426,7 +426,8 @@ def clean_cmd(
         Optional[Path],  # noqa: UP045
         typer.Option(
             help="maskunet: a folder of annotation masks mirroring INPUTS (NAME.mask.png as "
-            "--save-mask writes, or the same name; nonzero = annotation), used instead of "
+            "--save-mask writes, or the same name; nonzero = annotation; cine loops: "
+            "NAME.frame0007.mask.png per frame, or one for all), used instead of "
             "detecting the marks.",
         ),
     ] = None,

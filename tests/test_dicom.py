@@ -361,6 +361,36 @@ def test_clean_writes_dicom_back_frame_by_frame(tmp_path: Path, default_restorer
     assert read_image(out / "plain.png").shape == (96, 128)
 
 
+def test_clean_reads_per_frame_masks_of_a_cine_loop_back(tmp_path: Path) -> None:
+    model, ckpt = load_model(resolve_model(None))
+    exact = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), dilate=0)
+    src, given = tmp_path / "scans", tmp_path / "masks"
+    src.mkdir()
+    cine = np.stack([annotated_scan(k) for k in range(3)])
+    (src / "cine.dcm").write_bytes(to_bytes(make_dataset(cine)))
+    holes = []
+    for k in range(3):  # a different box on every frame, as --save-mask would write them
+        hole = np.zeros((96, 128), bool)
+        hole[10 + 20 * k : 20 + 20 * k, 30:60] = True
+        holes.append(hole)
+        write_image(mask_path(given / "cine.dcm", k), hole.astype(np.uint8) * 255)
+    report = clean(src, tmp_path / "out", exact, masks=given, save_mask=True)
+    assert report.ok and report.processed == 1, report.failed
+    frames = pydicom.dcmread(tmp_path / "out" / "cine.dcm").pixel_array
+    for k in range(3):
+        written = read_image(mask_path(tmp_path / "out" / "cine.dcm", k)) > 0
+        assert np.array_equal(written, holes[k])  # its own mask, not another frame's
+        assert np.array_equal(frames[k][~holes[k]], cine[k][~holes[k]])
+
+    # Without every frame's mask, the loop's one mask serves all frames.
+    mask_path(given / "cine.dcm", 2).unlink()
+    write_image(mask_path(given / "cine.dcm"), holes[0].astype(np.uint8) * 255)
+    report = clean(src, tmp_path / "one", exact, masks=given, save_mask=True)
+    assert report.ok, report.failed
+    for k in range(3):
+        assert np.array_equal(read_image(mask_path(tmp_path / "one" / "cine.dcm", k)) > 0, holes[0])
+
+
 def test_clean_cli_clear_burned_in_flag(tmp_path: Path) -> None:
     src = tmp_path / "scans"
     src.mkdir()
