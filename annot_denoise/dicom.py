@@ -131,6 +131,18 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
 
 def frame_size(path: Path | str) -> tuple[int, int]:
     """(width, height) of a single-frame DICOM from its header, without the pixel data."""
+    width, height, frames = _header(path)
+    require_single_frame(frames, path)
+    return width, height
+
+
+def frame_count(path: Path | str) -> int:
+    """How many frames a DICOM file holds, from its header."""
+    return _header(path)[2]
+
+
+def _header(path: Path | str) -> tuple[int, int, int]:
+    """(width, height, frames) from the header, without the pixel data."""
     pydicom = _pydicom(path)
     from pydicom.errors import InvalidDicomError
 
@@ -144,8 +156,7 @@ def frame_size(path: Path | str) -> tuple[int, int]:
         raise ImageReadError(path, f"not a readable DICOM file ({_first_line(exc)})") from None
     except AttributeError:
         raise ImageReadError(path, "DICOM file without pixel data (a report or index?)") from None
-    require_single_frame(frames, path)
-    return width, height
+    return width, height, frames
 
 
 def require_single_frame(frames: int, path: Path | str) -> None:
@@ -153,8 +164,8 @@ def require_single_frame(frames: int, path: Path | str) -> None:
     if frames > 1:
         raise ImageReadError(
             path,
-            f"multi-frame DICOM ({frames} frames): only `clean` takes cine loops; "
-            "give synth, train and eval single frames",
+            f"multi-frame DICOM ({frames} frames): train and eval take single "
+            "frames; `synth` makes a training pair of every frame, `clean` cleans loops",
         )
 
 

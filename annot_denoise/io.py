@@ -82,6 +82,16 @@ def read_image(path: Path | str) -> np.ndarray:
     return decode_image(read_bytes(Path(path)), path)
 
 
+def read_frames(path: Path | str) -> list[np.ndarray]:
+    """Every frame of ``path``: a DICOM cine loop's frames, or the one image."""
+    data = read_bytes(Path(path))
+    if data and is_dicom(data, path):
+        from annot_denoise import dicom
+
+        return list(dicom.decode(data, path).frames)
+    return [decode_image(data, path)]
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, or an :class:`ImageReadError` saying why they cannot be had."""
     check_file(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -306,6 +307,35 @@ def test_synth_takes_dicom_scans_and_writes_png(tmp_path: Path) -> None:
     if clean_copy.ndim == 3:  # promoted to RGB for coloured marks
         clean_copy = clean_copy[..., 0]
     assert np.array_equal(clean_copy, scan)
+
+
+def test_synth_makes_a_pair_of_every_frame_of_a_cine_loop(tmp_path: Path) -> None:
+    from annot_denoise.phantom import make_phantom
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    loop = np.stack([make_phantom(64, 80, np.random.default_rng(k)) for k in range(3)])
+    (src / "loop.dcm").write_bytes(to_bytes(make_dataset(loop)))
+    (src / "one.dcm").write_bytes(to_bytes(make_dataset(loop[0])))
+    report = synth(src, tmp_path / "out", seed=0, workers=2, colors=["white"])
+    assert report.ok and report.written == 4, report.failed
+    for k in range(3):
+        assert np.array_equal(
+            read_image(tmp_path / "out" / "clean" / f"loop.frame{k:04d}.png"), loop[k]
+        )
+    assert np.array_equal(read_image(tmp_path / "out" / "clean" / "one.png"), loop[0])
+    rows = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").open()]
+    assert [r.get("frame") for r in rows] == [0, 1, 2, None]
+    assert all(r["source"] == "loop.dcm" for r in rows[:3])
+    # Each frame gets its own marks, and the same seed the same bytes.
+    masks = [read_image(tmp_path / "out" / "masks" / r["output"]) for r in rows[:3]]
+    assert not np.array_equal(masks[0], masks[1])
+    again = synth(src, tmp_path / "again", seed=0, colors=["white"])
+    assert again.ok
+    for r in rows:
+        for sub in ("annotated", "masks"):
+            one, two = (tmp_path / d / sub / r["output"] for d in ("out", "again"))
+            assert one.read_bytes() == two.read_bytes()
 
 
 # --------------------------------------------------------------------------- clean

@@ -110,9 +110,17 @@ def test_missing_and_empty_folders(tmp_path: Path) -> None:
 
 def test_output_names_handle_clashing_suffixes(tmp_path: Path) -> None:
     names = output_names([tmp_path / "a.jpg", tmp_path / "a.png"], tmp_path, 1)
-    assert [n for _, n, _ in names] == ["a.png", "a.png.png"]
+    assert [n for _, n, _, _ in names] == ["a.png", "a.png.png"]
     names = output_names([tmp_path / "x" / "b.tif"], tmp_path, 12)
     assert names[0][1] == "x/b_c00.png" and names[-1][1] == "x/b_c11.png"
+    # A cine loop of 3 frames, 2 copies each; a single image beside it has no frame.
+    names = output_names([tmp_path / "loop.dcm", tmp_path / "one.dcm"], tmp_path, 2, [3, 1])
+    assert [(n, k, f) for _, n, k, f in names] == [
+        ("loop.frame0000_c00.png", 0, 0), ("loop.frame0000_c01.png", 1, 0),
+        ("loop.frame0001_c00.png", 0, 1), ("loop.frame0001_c01.png", 1, 1),
+        ("loop.frame0002_c00.png", 0, 2), ("loop.frame0002_c01.png", 1, 2),
+        ("one_c00.png", 0, None), ("one_c01.png", 1, None),
+    ]  # fmt: skip
 
 
 def test_custom_drawer_from_example(phantom_dir: Path, tmp_path: Path, monkeypatch) -> None:

@@ -4,7 +4,8 @@ For every scan under CLEAN_DIR (and every copy), a generator seeded from
 (seed, file name, copy) drives one drawer, so the same seed gives the same
 bytes whatever the order, the worker count or the other files present. The
 mask is computed from the pixels that really changed, not from what the
-drawer meant to draw. Everything is written as PNG (lossless).
+drawer meant to draw. Everything is written as PNG (lossless). Every frame of
+a DICOM cine loop is a scan of its own (``loop.frame0007.png``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import numpy as np
 from annot_denoise.io import (
     ImageReadError,
     atomic_write_text,
+    check_file,
     differs,
+    is_dicom,
     list_images,
-    read_image,
+    read_frames,
     split_alpha,
     to_rgb,
     write_image,
@@ -118,21 +121,43 @@ def promote(image: np.ndarray, colors: Sequence[str]) -> np.ndarray:
     return rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
 
 
-def output_names(sources: Sequence[Path], root: Path, copies: int) -> list[tuple[Path, str, int]]:
-    """(source, output name, copy index): names relative to ``root``, suffix .png."""
+def output_names(
+    sources: Sequence[Path], root: Path, copies: int, frames: Sequence[int] | None = None
+) -> list[tuple[Path, str, int, int | None]]:
+    """(source, output name, copy index, frame): names relative to ``root``, suffix
+    .png. ``frames`` counts each source's frames; a cine loop's frame k is named
+    ``NAME.frame000k``; the frame is None for single images."""
     digits = max(2, len(str(copies - 1)))
     taken: set[str] = set()
     plan = []
-    for src in sources:
+    for i, src in enumerate(sources):
         rel = src.relative_to(root) if src != root else Path(src.name)
         base = rel.with_suffix("")
         if base.as_posix() in taken:  # a.jpg and a.png side by side
             base = rel
         taken.add(base.as_posix())
-        for k in range(copies):
-            stem = base.as_posix() + (f"_c{k:0{digits}d}" if copies > 1 else "")
-            plan.append((src, stem + ".png", k))
+        count = frames[i] if frames else 1
+        for frame in range(count) if count > 1 else [None]:
+            tag = "" if frame is None else f".frame{frame:04d}"
+            for k in range(copies):
+                stem = base.as_posix() + tag + (f"_c{k:0{digits}d}" if copies > 1 else "")
+                plan.append((src, stem + ".png", k, frame))
     return plan
+
+
+def frame_count(path: Path) -> int:
+    """Frames in ``path``: a DICOM cine loop's, from its header; 1 for other images."""
+    try:
+        check_file(path)  # not a FIFO, which open() would wait on forever
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+        if not is_dicom(head, path):
+            return 1
+        from annot_denoise import dicom
+
+        return dicom.frame_count(path)
+    except (OSError, ImageReadError):
+        return 1  # reading it fails later, with the reason on one line
 
 
 def item_rng(seed: int, name: str, copy: int) -> np.random.Generator:
@@ -161,25 +186,27 @@ def synth(
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
     sources = _sources(clean_dir, out_dir)
     root = clean_dir if clean_dir.is_dir() else clean_dir.parent
-    plan = output_names(sources, root, copies)
+    plan = output_names(sources, root, copies, [frame_count(src) for src in sources])
+    # One job per source file, so a cine loop is decoded once for all its frames.
+    outputs: dict[Path, list[tuple[str, int, int | None]]] = {}
+    for src, name, k, frame in plan:
+        outputs.setdefault(src, []).append((name, k, frame))
     jobs = [
-        (str(src), src.relative_to(root).as_posix(), name, k, drawer, seed, colors, str(out_dir))
-        for src, name, k in plan
+        (str(src), src.relative_to(root).as_posix(), items, drawer, seed, colors, str(out_dir))
+        for src, items in outputs.items()
     ]
     report, rows = SynthReport(out_dir), []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
-        results = pool.map(_synth_one, jobs, chunksize=4) if pool else map(_synth_one, jobs)
-        with progress.task("synthesising", total=len(jobs)) as bar:
-            for row, error in results:
+        results = pool.map(_synth_one, jobs) if pool else map(_synth_one, jobs)
+        with progress.task("synthesising", total=len(plan)) as bar:
+            for job, (done, error) in zip(jobs, results):
                 if error:
-                    if error not in report.failed:  # one line per bad source, not per copy
-                        report.failed.append(error)
-                        log.error("%s", error)
-                else:
-                    rows.append(row)
-                    report.written += 1
-                bar.advance(1)
+                    report.failed.append(error)  # one line per bad source, not per copy
+                    log.error("%s", error)
+                rows += done
+                report.written += len(done)
+                bar.advance(len(job[2]))
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
@@ -216,7 +243,7 @@ def preview(
     for i in range(count):
         src = sources[i % len(sources)]
         try:
-            image = read_image(src)
+            image = read_frames(src)[0]
         except ImageReadError as exc:
             log.error("%s", exc)
             continue
@@ -244,27 +271,35 @@ def _sources(clean_dir: Path, out_dir: Path) -> list[Path]:
     return sources
 
 
-def _synth_one(job: tuple) -> tuple[dict | None, str | None]:
-    """Worker: read, draw, write one output; errors come back as one line."""
-    src, rel, name, copy, drawer, seed, colors, out_dir = job
+def _synth_one(job: tuple) -> tuple[list[dict], str | None]:
+    """Worker: read one source, draw and write each of its outputs (every copy of
+    every frame); a source that cannot be read comes back as one line."""
+    src, rel, items, drawer, seed, colors, out_dir = job
     try:
-        image = read_image(src)
+        frames = read_frames(src)
     except ImageReadError as exc:
-        return None, str(exc)
-    clean, annotated, mask, params = annotate(
-        image, drawer, item_rng(seed, name, copy), colors=colors
-    )
+        return [], str(exc)
+    expected = max((f + 1 for _, _, f in items if f is not None), default=1)
+    if len(frames) != expected:  # a header that lied about its frames
+        return [], f"{src}: {len(frames)} frames decoded, {expected} in its header"
+    rows = []
     out = Path(out_dir)
-    write_image(out / "clean" / name, clean)
-    write_image(out / "annotated" / name, annotated)
-    write_image(out / "masks" / name, mask.astype(np.uint8) * 255)
-    row = {
-        "output": name,
-        "source": rel,
-        "copy": copy,
-        "drawer": drawer,
-        "seed": seed,
-        "mask_pixels": int(mask.sum()),
-        "params": params,
-    }
-    return row, None
+    for name, copy, frame in items:
+        image = frames[frame or 0]
+        clean, annotated, mask, params = annotate(
+            image, drawer, item_rng(seed, name, copy), colors=colors
+        )
+        write_image(out / "clean" / name, clean)
+        write_image(out / "annotated" / name, annotated)
+        write_image(out / "masks" / name, mask.astype(np.uint8) * 255)
+        rows.append({
+            "output": name,
+            "source": rel,
+            **({"frame": frame} if frame is not None else {}),
+            "copy": copy,
+            "drawer": drawer,
+            "seed": seed,
+            "mask_pixels": int(mask.sum()),
+            "params": params,
+        })  # fmt: skip
+    return rows, None
