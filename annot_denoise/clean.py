@@ -110,13 +110,8 @@ class Scan:
     masks: list[np.ndarray] | None = None  # bool HxW per frame, given with --masks
 
 
-def read_scan(path: Path, mask: Path | list[Path] | None = None) -> Scan:
-    """Read any supported input for cleaning; DICOM keeps its dataset for writing back.
-
-    ``mask`` (an image whose nonzero pixels mark the annotation; for a cine loop
-    one for every frame, or one for them all) is read too and must have the
-    scan's height and width.
-    """
+def read_scan(path: Path) -> Scan:
+    """Read any supported input for cleaning; DICOM keeps its dataset for writing back."""
     data = read_bytes(path)
     # A DICOM named like an image (scan.png) is written back as that image format.
     if is_dicom(data, path) and not path.name.lower().endswith(IMAGE_SUFFIXES):
@@ -124,12 +119,12 @@ def read_scan(path: Path, mask: Path | list[Path] | None = None) -> Scan:
         scan = Scan(list(decoded.frames), decoded)
     else:
         scan = Scan([decode_image(data, path)])
-    if mask is not None:
-        _attach_masks(scan, path, mask)
     return scan
 
 
 def _attach_masks(scan: Scan, path: Path, mask: Path | list[Path]) -> Scan:
+    """``scan`` with its masks read (nonzero = annotation; the scan's size): one per
+    frame, or one for every frame."""
     given = mask if isinstance(mask, list) else [mask] * len(scan.frames)
     if len(given) != len(scan.frames):
         raise ImageReadError(path, f"{len(given)} masks for {len(scan.frames)} frames")
@@ -149,13 +144,22 @@ def _read_mask(mask: Path, path: Path, size: tuple[int, ...]) -> np.ndarray:
     return hole
 
 
-def frame_masks(masks: Path, relative: Path, frames: int) -> list[Path] | None:
+def frame_masks(masks: Path, relative: Path, frames: int) -> tuple[list[Path], list[int]]:
     """A cine loop's per-frame masks under ``masks`` (as ``save_mask`` writes them:
-    ``NAME.frame0007.mask.png``), when there is one for every frame; else None."""
-    if frames < 2:
-        return None
-    paths = [mask_path(masks / relative, k) for k in range(frames)]
-    return paths if all(p.is_file() for p in paths) else None
+    ``NAME.frame0007.mask.png``) and the frames that have none."""
+    paths = [mask_path(masks / relative, k) for k in range(frames)] if frames > 1 else []
+    return paths, [k for k, p in enumerate(paths) if not p.is_file()]
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def mask_candidates(masks: Path, relative: Path) -> list[Path]:
@@ -310,14 +314,23 @@ def clean(
             if masks is None:
                 return scan
             relative = dst.relative_to(out)
-            per_frame = frame_masks(masks, relative, len(scan.frames))
-            if per_frame:
+            per_frame, missing = frame_masks(masks, relative, len(scan.frames))
+            if per_frame and not missing:
                 return _attach_masks(scan, src, per_frame)
+            partly = (
+                f"; frame masks missing for frame(s) {_ranges(missing)}"
+                if (per_frame and len(missing) < len(per_frame))
+                else ""
+            )
             candidates = mask_candidates(masks, relative)
             found = [c for c in candidates if c.is_file()]
             if not found:
                 names = ", ".join(c.relative_to(masks).as_posix() for c in candidates)
-                raise ImageReadError(src, f"no mask for it under {masks} (looked for {names})")
+                raise ImageReadError(
+                    src, f"no mask for it under {masks} (looked for {names}){partly}"
+                )
+            if partly:
+                log.warning("%s: one mask for every frame%s", src, partly)
             return _attach_masks(scan, src, found[0])
 
         for chunk, reads in _prefetch(pool, read, todo, batch_size):

@@ -174,7 +174,7 @@ Tta = Annotated[
     typer.Option(
         "--tta",
         help="Average the network over the four flips of each image (test-time "
-        "augmentation): better repairs, about 3x the time (bench/RESULTS.md).",
+        "augmentation): fewer false detections, about 3x the time (bench/RESULTS.md).",
     ),
 ]
 Tile = Annotated[

@@ -156,11 +156,17 @@ def _header(path: Path | str) -> tuple[int, int, int]:
         raise ImageReadError(path, f"not a readable DICOM file ({_first_line(exc)})") from None
     except AttributeError:
         raise ImageReadError(path, "DICOM file without pixel data (a report or index?)") from None
+    # As decode() checks: a forged frame count must not make callers plan billions
+    # of frames before the pixels are ever read.
+    if width * height * frames > MAX_PIXELS or min(width, height, frames) < 1:
+        raise ImageReadError(
+            path, f"DICOM too large or empty: {frames} frame(s) of {width}x{height}"
+        )
     return width, height, frames
 
 
 def require_single_frame(frames: int, path: Path | str) -> None:
-    """synth, train and eval take one frame per file; cine loops are for clean."""
+    """train and eval take one frame per file; synth and clean take cine loops too."""
     if frames > 1:
         raise ImageReadError(
             path,

@@ -417,13 +417,29 @@ def test_clean_reads_per_frame_masks_of_a_cine_loop_back(tmp_path: Path) -> None
         assert np.array_equal(written, holes[k])  # its own mask, not another frame's
         assert np.array_equal(frames[k][~holes[k]], cine[k][~holes[k]])
 
-    # Without every frame's mask, the loop's one mask serves all frames.
+    # Without every frame's mask and without the loop's one mask: an error naming
+    # the frames that lack one.
     mask_path(given / "cine.dcm", 2).unlink()
+    report = clean(src, tmp_path / "none", exact, masks=given)
+    assert not report.ok and "frame(s) 2" in report.failed[0]
+    # With the loop's one mask, it serves all frames.
     write_image(mask_path(given / "cine.dcm"), holes[0].astype(np.uint8) * 255)
     report = clean(src, tmp_path / "one", exact, masks=given, save_mask=True)
     assert report.ok, report.failed
     for k in range(3):
         assert np.array_equal(read_image(mask_path(tmp_path / "one" / "cine.dcm", k)) > 0, holes[0])
+
+
+def test_a_forged_frame_count_is_one_error_line(tmp_path: Path) -> None:
+    src = tmp_path / "scans"
+    src.mkdir()
+    ds = make_dataset(noise((2, 24, 32)))
+    ds.NumberOfFrames = 10**9
+    (src / "forged.dcm").write_bytes(to_bytes(ds))
+    write_image(src / "good.png", noise((24, 32)))
+    report = synth(src, tmp_path / "out")
+    assert report.written == 1 and len(report.failed) == 1
+    assert "forged.dcm" in report.failed[0] and "too large" in report.failed[0]
 
 
 def test_clean_cli_clear_burned_in_flag(tmp_path: Path) -> None:

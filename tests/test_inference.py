@@ -288,6 +288,46 @@ def test_tta_gives_the_same_repair_to_a_flipped_scan(default_model) -> None:
     assert differ[1][0] and differ[1][1] < 0.5
 
 
+def test_the_telea_share_is_in_what_restore_writes(default_model, monkeypatch) -> None:
+    import annot_denoise.inference as inference
+
+    model, ckpt = default_model
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    scan = _annotated_scans(1)[0]
+    mixed = r.restore([scan])[0]
+    monkeypatch.setattr(inference, "TELEA_SHARE", 0.0)
+    alone = r.restore([scan])[0]
+    assert np.array_equal(mixed.mask, alone.mask)  # what is painted changes, not where
+    assert not np.array_equal(mixed.image[mixed.mask], alone.image[alone.mask])
+    assert np.array_equal(mixed.image[~mixed.mask], alone.image[~alone.mask])
+
+
+def test_telea_leaves_a_hole_without_surroundings_to_the_network() -> None:
+    import annot_denoise.inference as inference
+
+    net = np.random.default_rng(0).random((8, 8, 3), dtype=np.float32)
+    content = np.full_like(net, 0.5)
+    whole = np.ones((8, 8), bool)
+    assert np.array_equal(inference._with_telea(net, whole, content), content)
+
+
+def test_tta_on_a_resized_mask_model_paints_whole_holes() -> None:
+    from annot_denoise.models.maskunet import MaskUNet
+
+    torch.manual_seed(0)
+    model = MaskUNet(width=4, depth=2)
+    nn.init.zeros_(model.mask_head.bias)  # random weights: about half the pixels found
+    r = Restorer(model, channels=3, device=torch.device("cpu"), size=(32, 32), tta=True)
+    batch = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    out = r._forward(batch)
+    assert 0 < out["hole"].mean() < 1
+    assert np.isin(out["hole"], [0.0, 1.0]).all()  # one hole, not an average of four
+    image = _scan(48, 64, 3, np.uint8)
+    result = r.restore([image])[0]
+    assert result.mask.any()
+    assert np.array_equal(result.image[~result.mask], image[~result.mask])
+
+
 def test_same_sized_images_batch_like_single_ones(default_model) -> None:
     model, ckpt = default_model
     r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), batch_size=4)

@@ -121,6 +121,10 @@ def test_output_names_handle_clashing_suffixes(tmp_path: Path) -> None:
         ("loop.frame0002_c00.png", 0, 2), ("loop.frame0002_c01.png", 1, 2),
         ("one_c00.png", 0, None), ("one_c01.png", 1, None),
     ]  # fmt: skip
+    # A loop's frame 0 and a file already named like it do not overwrite each other.
+    sources = [tmp_path / "loop.frame0000.png", tmp_path / "loop.dcm"]
+    names = [n for _, n, _, _ in output_names(sources, tmp_path, 1, [1, 2])]
+    assert len(set(names)) == 3 and "loop.frame0000.png" in names
 
 
 def test_custom_drawer_from_example(phantom_dir: Path, tmp_path: Path, monkeypatch) -> None:

@@ -132,13 +132,17 @@ def output_names(
     plan = []
     for i, src in enumerate(sources):
         rel = src.relative_to(root) if src != root else Path(src.name)
-        base = rel.with_suffix("")
-        if base.as_posix() in taken:  # a.jpg and a.png side by side
-            base = rel
-        taken.add(base.as_posix())
         count = frames[i] if frames else 1
-        for frame in range(count) if count > 1 else [None]:
-            tag = "" if frame is None else f".frame{frame:04d}"
+        tags = {
+            f: "" if f is None else f".frame{f:04d}"
+            for f in (range(count) if count > 1 else [None])
+        }
+        base = rel.with_suffix("")
+        # a.jpg and a.png side by side, or loop.dcm's frame 0 and a loop.frame0000.png
+        if any(base.as_posix() + tag in taken for tag in tags.values()):
+            base = rel
+        taken.update(base.as_posix() + tag for tag in tags.values())
+        for frame, tag in tags.items():
             for k in range(copies):
                 stem = base.as_posix() + tag + (f"_c{k:0{digits}d}" if copies > 1 else "")
                 plan.append((src, stem + ".png", k, frame))
@@ -187,22 +191,27 @@ def synth(
     sources = _sources(clean_dir, out_dir)
     root = clean_dir if clean_dir.is_dir() else clean_dir.parent
     plan = output_names(sources, root, copies, [frame_count(src) for src in sources])
-    # One job per source file, so a cine loop is decoded once for all its frames.
+    # Jobs by source file, so a cine loop is decoded once per job rather than once
+    # per frame; a file's outputs are split over the workers (many copies, or a
+    # long loop, still run in parallel).
     outputs: dict[Path, list[tuple[str, int, int | None]]] = {}
     for src, name, k, frame in plan:
         outputs.setdefault(src, []).append((name, k, frame))
-    jobs = [
-        (str(src), src.relative_to(root).as_posix(), items, drawer, seed, colors, str(out_dir))
-        for src, items in outputs.items()
-    ]
+    jobs = []
+    for src, items in outputs.items():
+        size = -(-len(items) // max(1, workers))
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            rel = src.relative_to(root).as_posix()
+            jobs.append((str(src), rel, chunk, drawer, seed, colors, str(out_dir)))
     report, rows = SynthReport(out_dir), []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(_synth_one, jobs) if pool else map(_synth_one, jobs)
         with progress.task("synthesising", total=len(plan)) as bar:
             for job, (done, error) in zip(jobs, results):
-                if error:
-                    report.failed.append(error)  # one line per bad source, not per copy
+                if error and error not in report.failed:  # one line per bad source
+                    report.failed.append(error)
                     log.error("%s", error)
                 rows += done
                 report.written += len(done)
@@ -279,9 +288,10 @@ def _synth_one(job: tuple) -> tuple[list[dict], str | None]:
         frames = read_frames(src)
     except ImageReadError as exc:
         return [], str(exc)
-    expected = max((f + 1 for _, _, f in items if f is not None), default=1)
-    if len(frames) != expected:  # a header that lied about its frames
-        return [], f"{src}: {len(frames)} frames decoded, {expected} in its header"
+    wanted = [f for _, _, f in items]
+    last = max((f for f in wanted if f is not None), default=-1)
+    if (None in wanted and len(frames) != 1) or len(frames) <= last:  # the header lied
+        return [], f"{src}: {len(frames)} frames decoded, not what its header said"
     rows = []
     out = Path(out_dir)
     for name, copy, frame in items:
