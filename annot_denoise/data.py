@@ -25,8 +25,10 @@ from annot_denoise.augment import augment_scan, crop, crop_box, window
 from annot_denoise.io import (
     ImageReadError,
     differs,
+    frame_count,
     image_size,
     list_images,
+    read_frames,
     read_image,
     split_alpha,
     to_float,
@@ -311,11 +313,12 @@ class SyntheticDataset(_Epochs, Dataset):
         self.channels, self.size, self.patch = channels, (tuple(size) if size else None), patch
         self.drawer, self.colors, self.repeats = drawer, tuple(colors), repeats
         self.augment, self.seed, self.fixed = augment and not fixed, seed, fixed
+        # Every frame of a cine loop is a scan of its own, held in memory like the rest.
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            self._scans = list(pool.map(self._load, self.paths))
+            self._scans = [frame for frames in pool.map(self._load, self.paths) for frame in frames]
 
-    def _load(self, path: Path) -> np.ndarray:
-        return split_alpha(read_image(path))[0]
+    def _load(self, path: Path) -> list[np.ndarray]:
+        return [split_alpha(frame)[0] for frame in read_frames(path)]
 
     def __len__(self) -> int:
         return len(self._scans) * self.repeats
@@ -374,7 +377,8 @@ def _readable(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
     good, errors = [], []
     for path in paths:
         try:
-            image_size(path)
+            if frame_count(path) == 1:  # a cine loop's header was checked by counting
+                image_size(path)
             good.append(path)
         except ImageReadError as exc:
             errors.append(str(exc))

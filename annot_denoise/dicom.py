@@ -166,12 +166,14 @@ def _header(path: Path | str) -> tuple[int, int, int]:
 
 
 def require_single_frame(frames: int, path: Path | str) -> None:
-    """train and eval take one frame per file; synth and clean take cine loops too."""
+    """Pairs (train from a synth folder, eval) are one frame per file; synth, train
+    on the fly and clean take cine loops too."""
     if frames > 1:
         raise ImageReadError(
             path,
-            f"multi-frame DICOM ({frames} frames): train and eval take single "
-            "frames; `synth` makes a training pair of every frame, `clean` cleans loops",
+            f"multi-frame DICOM ({frames} frames): pairs are single frames; `synth` "
+            "makes a pair of every frame, and train's on-the-fly clean scans and "
+            "`clean` take loops",
         )
 
 

@@ -119,6 +119,25 @@ def check_file(path: Path) -> None:
         raise ImageReadError(path, "permission denied")
 
 
+def frame_count(path: Path | str) -> int:
+    """Frames in ``path`` from its header: a DICOM cine loop's, 1 for other images.
+
+    Errors (unreadable file, corrupt or oversized DICOM header) as :func:`read_image`.
+    """
+    path = Path(path)
+    check_file(path)  # not a FIFO, which open() would wait on forever
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    if not is_dicom(head, path):
+        return 1
+    from annot_denoise import dicom
+
+    return dicom.frame_count(path)
+
+
 def image_size(path: Path | str) -> tuple[int, int]:
     """(width, height) from the header alone where possible; errors as :func:`read_image`."""
     path = Path(path)

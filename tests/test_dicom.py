@@ -473,6 +473,23 @@ def test_clean_without_the_extra_names_it_and_carries_on(
     assert not (tmp_path / "out" / "a.dcm").exists()
 
 
+def test_training_on_the_fly_takes_every_frame_of_a_cine_loop(tmp_path: Path) -> None:
+    from annot_denoise.data import SyntheticDataset, _readable
+    from annot_denoise.phantom import make_phantom
+
+    loop = np.stack([make_phantom(64, 80, np.random.default_rng(k)) for k in range(3)])
+    (tmp_path / "loop.dcm").write_bytes(to_bytes(make_dataset(loop)))
+    write_image(tmp_path / "one.png", make_phantom(64, 80, np.random.default_rng(9)))
+    good, errors = _readable(list_images(tmp_path))
+    assert len(good) == 2 and not errors
+    data = SyntheticDataset(good, channels=1, size=None, patch=32, repeats=1, colors=["white"])
+    assert len(data) == 4  # three frames and the single scan
+    scans = {frame.tobytes() for frame in data._scans}
+    assert {f.tobytes() for f in loop} <= scans
+    item = data[0]
+    assert item["annotated"].shape[-2:] == (32, 32)
+
+
 def test_train_and_eval_take_dicom_scans(tmp_path: Path) -> None:
     from annot_denoise.config import validate_config
     from annot_denoise.evaluate import evaluate

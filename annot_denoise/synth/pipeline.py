@@ -25,9 +25,8 @@ import numpy as np
 from annot_denoise.io import (
     ImageReadError,
     atomic_write_text,
-    check_file,
     differs,
-    is_dicom,
+    frame_count,
     list_images,
     read_frames,
     split_alpha,
@@ -149,21 +148,6 @@ def output_names(
     return plan
 
 
-def frame_count(path: Path) -> int:
-    """Frames in ``path``: a DICOM cine loop's, from its header; 1 for other images."""
-    try:
-        check_file(path)  # not a FIFO, which open() would wait on forever
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-        if not is_dicom(head, path):
-            return 1
-        from annot_denoise import dicom
-
-        return dicom.frame_count(path)
-    except (OSError, ImageReadError):
-        return 1  # reading it fails later, with the reason on one line
-
-
 def item_rng(seed: int, name: str, copy: int) -> np.random.Generator:
     """The generator for one output, independent of order and of other files."""
     return np.random.default_rng(
@@ -190,7 +174,7 @@ def synth(
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
     sources = _sources(clean_dir, out_dir)
     root = clean_dir if clean_dir.is_dir() else clean_dir.parent
-    plan = output_names(sources, root, copies, [frame_count(src) for src in sources])
+    plan = output_names(sources, root, copies, [_frames(src) for src in sources])
     # Jobs by source file, so a cine loop is decoded once per job rather than once
     # per frame; a file's outputs are split over the workers (many copies, or a
     # long loop, still run in parallel).
@@ -267,6 +251,13 @@ def preview(
         raise SynthError(f"{clean_dir}: no readable scans to preview")
     write_image(out_path, contact_sheet(rows, tile_height=220))
     return Path(out_path)
+
+
+def _frames(path: Path) -> int:
+    try:
+        return frame_count(path)
+    except ImageReadError:
+        return 1  # reading it fails later, with the reason on one line
 
 
 def _sources(clean_dir: Path, out_dir: Path) -> list[Path]:
