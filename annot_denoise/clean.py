@@ -115,19 +115,14 @@ def read_scan(path: Path) -> Scan:
     data = read_bytes(path)
     # A DICOM named like an image (scan.png) is written back as that image format.
     if is_dicom(data, path) and not path.name.lower().endswith(IMAGE_SUFFIXES):
-        decoded = dicom.decode(data, path)
-        scan = Scan(list(decoded.frames), decoded)
-    else:
-        scan = Scan([decode_image(data, path)])
-    return scan
+        scan = dicom.decode(data, path)
+        return Scan(list(scan.frames), scan)
+    return Scan([decode_image(data, path)])
 
 
-def _attach_masks(scan: Scan, path: Path, mask: Path | list[Path]) -> Scan:
-    """``scan`` with its masks read (nonzero = annotation; the scan's size): one per
-    frame, or one for every frame."""
-    given = mask if isinstance(mask, list) else [mask] * len(scan.frames)
-    if len(given) != len(scan.frames):
-        raise ImageReadError(path, f"{len(given)} masks for {len(scan.frames)} frames")
+def _attach_masks(scan: Scan, path: Path, given: list[Path]) -> Scan:
+    """``scan`` with the mask of each frame read (nonzero = annotation; the scan's
+    size); one file may serve several frames and is read once."""
     read = {m: _read_mask(m, path, scan.frames[0].shape[:2]) for m in dict.fromkeys(given)}
     scan.masks = [read[m] for m in given]
     return scan
@@ -331,7 +326,7 @@ def clean(
                 )
             if partly:
                 log.warning("%s: one mask for every frame%s", src, partly)
-            return _attach_masks(scan, src, found[0])
+            return _attach_masks(scan, src, [found[0]] * len(scan.frames))
 
         for chunk, reads in _prefetch(pool, read, todo, batch_size):
             scans, dests = [], []

@@ -25,7 +25,7 @@ from annot_denoise.augment import augment_scan, crop, crop_box, window
 from annot_denoise.io import (
     ImageReadError,
     differs,
-    frame_count,
+    image_header,
     image_size,
     list_images,
     read_frames,
@@ -377,8 +377,7 @@ def _readable(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
     good, errors = [], []
     for path in paths:
         try:
-            if frame_count(path) == 1:  # a cine loop's header was checked by counting
-                image_size(path)
+            image_header(path)  # any frame count: every frame of a loop is a scan
             good.append(path)
         except ImageReadError as exc:
             errors.append(str(exc))

@@ -129,19 +129,7 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
     return DicomScan(frames, ds, stored, signed, inverted)
 
 
-def frame_size(path: Path | str) -> tuple[int, int]:
-    """(width, height) of a single-frame DICOM from its header, without the pixel data."""
-    width, height, frames = _header(path)
-    require_single_frame(frames, path)
-    return width, height
-
-
-def frame_count(path: Path | str) -> int:
-    """How many frames a DICOM file holds, from its header."""
-    return _header(path)[2]
-
-
-def _header(path: Path | str) -> tuple[int, int, int]:
+def header(path: Path | str) -> tuple[int, int, int]:
     """(width, height, frames) from the header, without the pixel data."""
     pydicom = _pydicom(path)
     from pydicom.errors import InvalidDicomError

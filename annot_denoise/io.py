@@ -119,46 +119,39 @@ def check_file(path: Path) -> None:
         raise ImageReadError(path, "permission denied")
 
 
-def frame_count(path: Path | str) -> int:
-    """Frames in ``path`` from its header: a DICOM cine loop's, 1 for other images.
-
-    Errors (unreadable file, corrupt or oversized DICOM header) as :func:`read_image`.
-    """
-    path = Path(path)
-    check_file(path)  # not a FIFO, which open() would wait on forever
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError as exc:
-        raise _os_error(path, exc) from None
-    if not is_dicom(head, path):
-        return 1
-    from annot_denoise import dicom
-
-    return dicom.frame_count(path)
-
-
 def image_size(path: Path | str) -> tuple[int, int]:
-    """(width, height) from the header alone where possible; errors as :func:`read_image`."""
+    """(width, height) of a single image from its header; errors as :func:`read_image`
+    (a cine loop included)."""
+    width, height, frames = image_header(path)
+    if frames > 1:
+        from annot_denoise import dicom
+
+        dicom.require_single_frame(frames, path)
+    return width, height
+
+
+def image_header(path: Path | str) -> tuple[int, int, int]:
+    """(width, height, frames) from the header alone where possible: a DICOM cine
+    loop's frames, 1 for other images. Errors as :func:`read_image`."""
     path = Path(path)
-    check_file(path)
+    check_file(path)  # before open(): a FIFO would be waited on forever
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
         if is_dicom(head, path):
             from annot_denoise import dicom
 
-            return dicom.frame_size(path)
+            return dicom.header(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 _check_size(img.width, img.height, path)
-                return img.size
+                return img.width, img.height, 1
     except ImageReadError:
         raise
     except Exception:  # Pillow raises many types for junk: let the full reader say why
         image = read_image(path)
-        return image.shape[1], image.shape[0]
+        return image.shape[1], image.shape[0], 1
 
 
 def _os_error(path: Path, exc: OSError) -> ImageReadError:

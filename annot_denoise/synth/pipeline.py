@@ -26,7 +26,7 @@ from annot_denoise.io import (
     ImageReadError,
     atomic_write_text,
     differs,
-    frame_count,
+    image_header,
     list_images,
     read_frames,
     split_alpha,
@@ -183,10 +183,9 @@ def synth(
         outputs.setdefault(src, []).append((name, k, frame))
     jobs = []
     for src, items in outputs.items():
-        size = -(-len(items) // max(1, workers))
+        rel, size = src.relative_to(root).as_posix(), -(-len(items) // max(1, workers))
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
-            rel = src.relative_to(root).as_posix()
             jobs.append((str(src), rel, chunk, drawer, seed, colors, str(out_dir)))
     report, rows = SynthReport(out_dir), []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
@@ -255,7 +254,7 @@ def preview(
 
 def _frames(path: Path) -> int:
     try:
-        return frame_count(path)
+        return image_header(path)[2]
     except ImageReadError:
         return 1  # reading it fails later, with the reason on one line
 
