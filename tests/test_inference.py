@@ -103,10 +103,45 @@ def test_marks_on_anatomy_are_left_to_the_network() -> None:
     marked = image.copy()
     marked[40:43, 20:60] = top  # on the tissue
     marked[18:24, 40:44] = top  # across the edge of the black surround
+    marked[25:60, 60:62] = top  # through the tissue down to the bottom edge
     result = _restorer(dilate=0).restore([marked])[0]
-    repaired = result.image[result.mask]
     assert result.mask[40:43, 20:60].all() and result.mask[18:24, 40:44].all()
-    assert np.all(np.abs(repaired.astype(int) - round(0.25 * top)) <= 1)  # the network's
+    network = round(0.25 * top)
+    assert np.all(np.abs(result.image[40:43, 20:60].astype(int) - network) <= 1)
+    assert np.all(np.abs(result.image[20:24, 40:44].astype(int) - network) <= 1)
+    assert np.all(np.abs(result.image[25:60, 60:62].astype(int) - network) <= 1)
+    # The half on the black, with black on both sides along its rows, gets it back.
+    assert not result.image[18:20, 40:44].any()
+    assert np.array_equal(result.image[~result.mask], marked[~result.mask])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_box_across_the_top_edge_of_a_scan_gives_the_black_back(channels, dtype) -> None:
+    image, top = _black_surround(channels, dtype)
+    marked = image.copy()
+    # A framed readout box whose top runs along the black above the tissue and whose
+    # left side runs down the black margin.
+    marked[17:19, 8:60] = top
+    marked[17:40, 8:11] = top
+    marked[17:40, 58:60] = top
+    marked[38:40, 8:60] = top
+    result = _restorer(dilate=0).restore([marked])[0]
+    assert (
+        result.mask[17:40, 8:60].sum()
+        == (marked[17:40, 8:60] == top).reshape(23, 52, -1)[..., 0].sum()
+    )
+    # On the black (rows 17-19, columns 8-9) the surround comes back exactly ...
+    assert not result.image[17:19, 8:60].any()
+    assert not result.image[17:40, 8:10].any()
+    # ... and on the tissue the network's fill stays (no line has black at both ends).
+    network = round(0.25 * top)
+    for part in (
+        result.image[20:40, 10:11],
+        result.image[20:40, 58:60],
+        result.image[38:40, 11:58],
+    ):
+        assert np.all(np.abs(part.astype(int) - network) <= 1)
     assert np.array_equal(result.image[~result.mask], marked[~result.mask])
 
 
@@ -413,3 +448,45 @@ def test_coloured_marks_are_completed_on_grey_scans_only() -> None:
     tinted = net * np.array([1.0, 0.9, 0.8], np.float32)
     assert (_complete_colour(tinted, detected) == detected).all()
     assert (_complete_colour(net[..., :1], detected) == detected).all()  # grey network
+
+
+def test_a_solid_marks_undetected_core_is_taken_in_but_letter_counters_are_not() -> None:
+    from annot_denoise.inference import GAP_AREA, _close_gaps
+
+    rng = np.random.default_rng(1)
+    net = (0.3 + 0.1 * rng.random((120, 200, 1))).astype(np.float32)  # speckled tissue
+    # A solid white arrowhead whose 5x5 core the detector missed.
+    net[20:40, 20:40] = 1.0
+    detected = np.zeros((120, 200), bool)
+    detected[20:40, 20:40] = True
+    detected[28:33, 28:33] = False
+    # A grey letter "O": its counter is tissue, darker than the stroke.
+    net[20:40, 80:100] = 0.6
+    net[25:35, 85:95] = 0.3 + 0.1 * rng.random((10, 10, 1))
+    detected[20:40, 80:100] = True
+    detected[25:35, 85:95] = False
+    # An "O" in the tissue's own grey: its counter is speckle, not flat.
+    net[20:40, 140:160] = 0.35
+    net[25:35, 145:155] = 0.3 + 0.1 * rng.random((10, 10, 1))
+    detected[20:40, 140:160] = True
+    detected[25:35, 145:155] = False
+    # A white ROI box around a white region larger than GAP_AREA: anatomy, kept.
+    side = int(np.sqrt(GAP_AREA)) + 4
+    net[60 : 60 + side + 4, 20 : 20 + side + 4] = 1.0
+    detected[60 : 60 + side + 4, 20 : 20 + side + 4] = True
+    detected[62 : 62 + side, 22 : 22 + side] = False
+    # An open gap (touching the tissue outside) is not an island.
+    net[60:80, 80:100] = 1.0
+    detected[60:80, 80:100] = True
+    detected[65:70, 80:90] = False
+
+    closed = _close_gaps(net, detected)
+    expected = detected.copy()
+    expected[28:33, 28:33] = True
+    assert (closed == expected).all()
+    # Colour networks compare every channel; nothing found, nothing added.
+    rgb = np.repeat(net, 3, axis=2)
+    assert (_close_gaps(rgb, detected) == expected).all()
+    rgb[28:33, 28:33] = [1.0, 0.9, 1.0]  # a core of another colour: not the same mark
+    assert (_close_gaps(rgb, detected) == detected).all()
+    assert not _close_gaps(net, np.zeros_like(detected)).any()
