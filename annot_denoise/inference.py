@@ -410,7 +410,7 @@ class Restorer:
             # give the clean scan on the annotation and around it (see losses).
             content = pred["content"]
             if surround is not None:
-                content = _away_from_surround(net, hard, content, *surround[1:])
+                content = _away_from_surround(net, color, hard, content, surround)
             values = content[hard]
             if values.shape[-1] == 3 and _grey_scan(color, hard):
                 # Grey anatomy stored as RGB (most ultrasound): what lies under a
@@ -534,28 +534,63 @@ def _beside_surround(hole: np.ndarray, surround: np.ndarray) -> np.ndarray:
 
 def _away_from_surround(
     net: np.ndarray,
+    color: np.ndarray,
     hard: np.ndarray,
     content: np.ndarray,
-    box: tuple[slice, slice],
-    surround: np.ndarray,
+    surround: tuple[np.ndarray, tuple[slice, slice], np.ndarray],
 ) -> np.ndarray:
-    """``content`` with, in holes within ``NEAR_SURROUND`` px of the surround, a
-    ``SURROUND_TELEA_SHARE`` of Telea's fill from the anatomy alone mixed in.
+    """``content`` with, in holes in the anatomy within ``NEAR_SURROUND`` px of the
+    surround, a ``SURROUND_TELEA_SHARE`` of Telea's fill from the anatomy alone.
 
     The network's fill of a hole at the edge of the black is pulled dark by the
     black beside it: a dark notch in the tissue under a label or a box at the
     edge. Telea with the nearby surround hidden fills from the tissue side only.
+    Only pixels inside the convex hull of the anatomy are mixed (the area a scan
+    shows, sector or rectangle, is convex): the part of a label on the black side
+    of a sector's slanted edge keeps the network's fill, not the tissue's.
     """
+    value, box, pixels = surround
     hole = hard[box]
-    near = hole & cv2.dilate(surround.view(np.uint8), _square(NEAR_SURROUND)).view(bool)
+    near = hole & cv2.dilate(pixels.view(np.uint8), _square(NEAR_SURROUND)).view(bool)
     if not near.any():
         return content
-    hide = hole | (
-        surround & cv2.dilate(hole.view(np.uint8), _square(2 * NEAR_SURROUND)).view(bool)
-    )
+    near &= _inside_anatomy(color, hard, value, box)
+    if not near.any():
+        return content
+    hide = hole | (pixels & cv2.dilate(hole.view(np.uint8), _square(2 * NEAR_SURROUND)).view(bool))
     mixed = content.copy()
     mixed[box] = _with_telea(net[box], hide, content[box], SURROUND_TELEA_SHARE, near)
     return mixed
+
+
+def _inside_anatomy(
+    color: np.ndarray, hard: np.ndarray, value: np.ndarray, box: tuple[slice, slice]
+) -> np.ndarray:
+    """The pixels of ``box`` inside the convex hull of the anatomy: every pixel
+    neither in a hole nor within ``FLAT_TOLERANCE`` of the surround's ``value``."""
+    tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
+    planes = [color] if color.ndim == 2 else [color[..., c] for c in range(color.shape[2])]
+    levels = np.atleast_1d(value)
+    anatomy = ~hard
+    for plane, level in zip(planes, levels):
+        anatomy &= cv2.absdiff(plane, float(level)) > tol
+    inside = np.zeros(hard[box].shape, np.uint8)
+    rows, cols = np.nonzero(anatomy.any(axis=1))[0], np.nonzero(anatomy.any(axis=0))[0]
+    if not len(rows):
+        return inside.view(bool)
+    # The hull of all anatomy pixels is the hull of each row's and column's ends.
+    h, w = hard.shape
+    ends = np.concatenate(
+        [
+            np.stack([anatomy[rows].argmax(axis=1), rows], axis=1),
+            np.stack([w - 1 - anatomy[rows, ::-1].argmax(axis=1), rows], axis=1),
+            np.stack([cols, anatomy[:, cols].argmax(axis=0)], axis=1),
+            np.stack([cols, h - 1 - anatomy[::-1, cols].argmax(axis=0)], axis=1),
+        ]
+    ).astype(np.int32)
+    hull = cv2.convexHull(ends) - np.array([box[1].start, box[0].start], np.int32)
+    cv2.fillConvexPoly(inside, hull, 1)
+    return inside.view(bool)
 
 
 def _square(reach: int) -> np.ndarray:

@@ -513,3 +513,29 @@ def test_a_solid_marks_undetected_core_is_taken_in_but_letter_counters_are_not()
     rgb[28:33, 28:33] = [1.0, 0.9, 1.0]  # a core of another colour: not the same mark
     assert (_close_gaps(rgb, detected) == detected).all()
     assert not _close_gaps(net, np.zeros_like(detected)).any()
+
+
+def test_across_a_slanted_sector_edge_only_the_tissue_side_is_filled_from_the_tissue() -> None:
+    from annot_denoise.inference import SURROUND_TELEA_SHARE
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(196, 205, (80, 100)).astype(np.uint8)
+    y, x = np.mgrid[:80, :100]
+    black = y < 20 + 0.6 * x  # a sector's slanted edge: black above it
+    image[black] = 0
+    marked = image.copy()
+    marked[38:44, 20:50] = 255  # a label across the edge
+    result = _restorer(dilate=0).restore([marked])[0]
+    hole = result.mask
+    assert hole[38:44, 20:50].all()
+    out = result.image.astype(float)
+    network = 0.25 * 255
+    mixed = (1 - SURROUND_TELEA_SHARE) * network + SURROUND_TELEA_SHARE * 200
+    # On the black side (a pixel's margin left for drawing the hull): the black
+    # back, or the network's fill; never the tissue's.
+    on_black = out[hole & (y < 20 + 0.6 * x - 1)]
+    assert np.all((on_black == 0) | (np.abs(on_black - network) <= 1))
+    assert (on_black == 0).any() and (np.abs(on_black - network) <= 1).any()
+    # On the tissue side, next to the black: half of it filled from the tissue.
+    assert np.all(np.abs(out[hole & (y >= 20 + 0.6 * x + 1)] - mixed) <= 4)
+    assert np.array_equal(result.image[~hole], marked[~hole])
