@@ -539,3 +539,24 @@ def test_across_a_slanted_sector_edge_only_the_tissue_side_is_filled_from_the_ti
     # On the tissue side, next to the black: half of it filled from the tissue.
     assert np.all(np.abs(out[hole & (y >= 20 + 0.6 * x + 1)] - mixed) <= 4)
     assert np.array_equal(result.image[~hole], marked[~hole])
+
+
+def test_a_box_over_the_corner_of_a_rectangular_scan_is_filled_from_the_tissue() -> None:
+    from annot_denoise.inference import SURROUND_TELEA_SHARE
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(196, 205, (60, 80)).astype(np.uint8)
+    image[:20] = 0
+    image[:, :10] = 0  # the tissue's top-left corner is (20, 10) ...
+    marked = image.copy()
+    marked[17:24, 8:15] = 255  # ... under a mark
+    result = _restorer(dilate=0).restore([marked])[0]
+    out = result.image.astype(float)
+    assert result.mask[17:24, 8:15].all()
+    # The corner is the box's: the black comes back on the black ...
+    assert not out[17:20, 8:15].any() and not out[17:24, 8:10].any()
+    # ... and the tissue's corner, which the convex hull of what is visible would
+    # cut off, is half filled from the tissue.
+    mixed = (1 - SURROUND_TELEA_SHARE) * 0.25 * 255 + SURROUND_TELEA_SHARE * 200
+    assert np.all(np.abs(out[20:24, 10:15] - mixed) <= 4)
+    assert np.array_equal(result.image[~result.mask], marked[~result.mask])
