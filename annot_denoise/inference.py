@@ -411,6 +411,8 @@ class Restorer:
             # give the clean scan on the annotation and around it (see losses).
             content = pred["content"]
             if surround is not None:
+                # (Edited in place; where nothing was painted, content is the input.)
+                content = content.copy() if content is net else content
                 content = _away_from_surround(net, color, hard, content, surround)
             values = content[hard]
             if values.shape[-1] == 3 and _grey_scan(color, hard):
@@ -504,9 +506,7 @@ def _surround(
     r = SURROUND_REACH
     box = (slice(max(ys[0] - r, 0), ys[-1] + r + 1), slice(max(xs[0] - r, 0), xs[-1] + r + 1))
     hole = hard[box]
-    dev = np.abs(color[box].reshape(*hole.shape, -1).astype(np.int64) - value).max(axis=-1)
-    tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
-    flat = (dev <= tol) & ~hole
+    flat = _near_value(color[box], value) & ~hole
     _, labels, stats, _ = cv2.connectedComponentsWithStats(flat.view(np.uint8), connectivity=8)
     large = stats[:, cv2.CC_STAT_AREA] >= SURROUND_AREA
     large[0] = False  # the label of everything not flat
@@ -514,6 +514,18 @@ def _surround(
     if not pixels.any():
         return None
     return value.astype(color.dtype).reshape(color.shape[2:]), box, pixels
+
+
+def _near_value(color: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Where every channel of ``color`` is within ``FLAT_TOLERANCE`` of ``value``
+    (one channel at a time, in the image's own dtype: a 4000x4000 scan in int64
+    would take 400 MB)."""
+    tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
+    planes = [color] if color.ndim == 2 else [color[..., c] for c in range(color.shape[2])]
+    near = np.ones(color.shape[:2], bool)
+    for plane, level in zip(planes, np.atleast_1d(value)):
+        near &= cv2.absdiff(np.ascontiguousarray(plane), float(level)) <= tol
+    return near
 
 
 def _beside_surround(hole: np.ndarray, surround: np.ndarray) -> np.ndarray:
@@ -527,10 +539,21 @@ def _beside_surround(hole: np.ndarray, surround: np.ndarray) -> np.ndarray:
     neither line has anatomy at both ends (a line drawn through the anatomy from
     black to black is anatomy across).
     """
+    taken = np.zeros_like(hole)
+    # Only holes that touch the surround can lie on it: work in their box, grown by
+    # the 1 px that holds the ends of every row and column through them.
+    _, labels = cv2.connectedComponents(hole.view(np.uint8), connectivity=8)
+    touching = np.unique(labels[hole & cv2.dilate(surround.view(np.uint8), _square(1)).view(bool)])
+    if not len(touching):
+        return taken
+    ys, xs = np.nonzero(np.isin(labels, touching))
+    box = (slice(max(ys.min() - 1, 0), ys.max() + 2), slice(max(xs.min() - 1, 0), xs.max() + 2))
+    hole, surround = hole[box], surround[box]
     anatomy = ~surround & ~hole
     rows_s, rows_a = _both_ends(hole, surround, anatomy)
     cols_s, cols_a = (m.T for m in _both_ends(hole.T, surround.T, anatomy.T))
-    return hole & (rows_s | cols_s) & ~rows_a & ~cols_a
+    taken[box] = hole & (rows_s | cols_s) & ~rows_a & ~cols_a
+    return taken
 
 
 def _away_from_surround(
@@ -559,24 +582,33 @@ def _away_from_surround(
     if not near.any():
         return content
     hide = hole | (pixels & cv2.dilate(hole.view(np.uint8), _square(2 * NEAR_SURROUND)).view(bool))
-    mixed = content.copy()
-    mixed[box] = _with_telea(net[box], hide, content[box], SURROUND_TELEA_SHARE, near)
-    return mixed
+    # In place: ``content`` is this image's own (a full copy of a 4000x4000 scan's
+    # would cost 190 MB).
+    content[box] = _with_telea(net[box], hide, content[box], SURROUND_TELEA_SHARE, near)
+    return content
 
 
 def _inside_anatomy(
     color: np.ndarray, hard: np.ndarray, value: np.ndarray, box: tuple[slice, slice]
 ) -> np.ndarray:
     """The pixels of ``box`` inside the area the scan shows, which is convex (a
-    sector or a rectangle): the convex hull of the anatomy (every pixel neither in
-    a hole nor within ``FLAT_TOLERANCE`` of the surround's ``value``), or its
-    bounding box when the anatomy fills that (``RECTANGLE_FILL``)."""
+    sector or a rectangle): the convex hull of the anatomy (every pixel outside the
+    holes, grey, and more than ``FLAT_TOLERANCE`` from the surround's ``value`` in
+    every channel), or its bounding box when the anatomy fills that
+    (``RECTANGLE_FILL``)."""
     tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
     planes = [color] if color.ndim == 2 else [color[..., c] for c in range(color.shape[2])]
-    levels = np.atleast_1d(value)
     anatomy = ~hard
-    for plane, level in zip(planes, levels):
-        anatomy &= cv2.absdiff(plane, float(level)) > tol
+    for plane, level in zip(planes, np.atleast_1d(value)):
+        # Every channel off the surround's value: the dark, faintly coloured fringe
+        # of a mark on the black is not anatomy.
+        anatomy &= cv2.absdiff(np.ascontiguousarray(plane), float(level)) > tol
+    if color.ndim == 3 and color.shape[2] == 3:
+        # Saturated colour is a mark the detector left, not anatomy: a pure green
+        # label on the black would otherwise widen the scan's area.
+        r, g, b = cv2.split(np.ascontiguousarray(color))
+        spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+        anatomy &= spread <= round(CHROMA * np.iinfo(color.dtype).max)
     inside = np.zeros(hard[box].shape, np.uint8)
     rows, cols = np.nonzero(anatomy.any(axis=1))[0], np.nonzero(anatomy.any(axis=0))[0]
     if not len(rows):
