@@ -493,8 +493,8 @@ def _surround(
     The value is the one held by at least a quarter of the image's outermost
     pixels (none: no surround). The surround is the pixels within
     ``FLAT_TOLERANCE`` of it, outside the holes, in pieces of ``SURROUND_AREA`` px
-    or more: a dark speckle at that value inside the tissue is not surround. The
-    box is the holes' box grown by ``SURROUND_REACH`` px.
+    or more, or enclosed by holes alone: a dark speckle at that value inside the
+    tissue is not surround. The box is the holes' box grown by ``SURROUND_REACH`` px.
     """
     edge = np.concatenate([color[0], color[-1], color[:, 0], color[:, -1]])
     keys = edge.reshape(len(edge), -1).astype(np.int64)
@@ -506,11 +506,17 @@ def _surround(
     r = SURROUND_REACH
     box = (slice(max(ys[0] - r, 0), ys[-1] + r + 1), slice(max(xs[0] - r, 0), xs[-1] + r + 1))
     hole = hard[box]
-    flat = _near_value(color[box], value) & ~hole
+    near = _near_value(color[box], value)
+    flat = near & ~hole
     _, labels, stats, _ = cv2.connectedComponentsWithStats(flat.view(np.uint8), connectivity=8)
-    large = stats[:, cv2.CC_STAT_AREA] >= SURROUND_AREA
-    large[0] = False  # the label of everything not flat
-    pixels = large[labels]
+    # A small piece is dark speckle when it touches anatomy; one enclosed by holes
+    # alone (a letter's counter on the black) is surround.
+    beside = cv2.dilate((~near & ~hole).view(np.uint8), _square(1)).view(bool)
+    speckle = stats[:, cv2.CC_STAT_AREA] < SURROUND_AREA
+    speckle[np.setdiff1d(np.arange(len(stats)), labels[flat & beside])] = False
+    keep = ~speckle
+    keep[0] = False  # the label of everything not flat
+    pixels = keep[labels]
     if not pixels.any():
         return None
     return value.astype(color.dtype).reshape(color.shape[2:]), box, pixels
@@ -524,7 +530,9 @@ def _near_value(color: np.ndarray, value: np.ndarray) -> np.ndarray:
     planes = [color] if color.ndim == 2 else [color[..., c] for c in range(color.shape[2])]
     near = np.ones(color.shape[:2], bool)
     for plane, level in zip(planes, np.atleast_1d(value)):
-        near &= cv2.absdiff(np.ascontiguousarray(plane), float(level)) <= tol
+        # Against an array, not a Python float: OpenCV reads a float as a 4x1
+        # array, and then fails on a 4x1 image.
+        near &= cv2.absdiff(np.ascontiguousarray(plane), np.full_like(plane, level)) <= tol
     return near
 
 
@@ -537,7 +545,9 @@ def _beside_surround(hole: np.ndarray, surround: np.ndarray) -> np.ndarray:
     smear on the black. A hole pixel lies on the surround when the nearest known
     pixels on both sides of it, along its row or its column, are surround, and
     neither line has anatomy at both ends (a line drawn through the anatomy from
-    black to black is anatomy across).
+    black to black is anatomy across). The tip of a sector under a bar, with black
+    above and below it, is taken for black: the rule cannot tell it from the black
+    between a colour bar and a scan's straight edge, which is far more common.
     """
     taken = np.zeros_like(hole)
     # Only holes that touch the surround can lie on it: work in their box, grown by
@@ -593,22 +603,16 @@ def _inside_anatomy(
 ) -> np.ndarray:
     """The pixels of ``box`` inside the area the scan shows, which is convex (a
     sector or a rectangle): the convex hull of the anatomy (every pixel outside the
-    holes, grey, and more than ``FLAT_TOLERANCE`` from the surround's ``value`` in
-    every channel), or its bounding box when the anatomy fills that
-    (``RECTANGLE_FILL``)."""
+    holes and more than ``FLAT_TOLERANCE`` from the surround's ``value`` in every
+    channel), or its bounding box when the anatomy fills that (``RECTANGLE_FILL``)."""
     tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
     planes = [color] if color.ndim == 2 else [color[..., c] for c in range(color.shape[2])]
     anatomy = ~hard
     for plane, level in zip(planes, np.atleast_1d(value)):
         # Every channel off the surround's value: the dark, faintly coloured fringe
         # of a mark on the black is not anatomy.
-        anatomy &= cv2.absdiff(np.ascontiguousarray(plane), float(level)) > tol
-    if color.ndim == 3 and color.shape[2] == 3:
-        # Saturated colour is a mark the detector left, not anatomy: a pure green
-        # label on the black would otherwise widen the scan's area.
-        r, g, b = cv2.split(np.ascontiguousarray(color))
-        spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
-        anatomy &= spread <= round(CHROMA * np.iinfo(color.dtype).max)
+        level = np.full_like(plane, level)
+        anatomy &= cv2.absdiff(np.ascontiguousarray(plane), level) > tol
     inside = np.zeros(hard[box].shape, np.uint8)
     rows, cols = np.nonzero(anatomy.any(axis=1))[0], np.nonzero(anatomy.any(axis=0))[0]
     if not len(rows):
@@ -660,7 +664,9 @@ def _both_ends(
 
 def _flip(batch: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """``batch`` (B x H x W [x C]) flipped along ``axes``; flipping twice restores it."""
-    return np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
+    # A copy: on an axis of length 1 np.ascontiguousarray keeps the negative
+    # stride, which torch.from_numpy refuses.
+    return np.flip(batch, axes).copy() if axes else batch
 
 
 def _with_telea(

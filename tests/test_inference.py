@@ -560,3 +560,28 @@ def test_a_box_over_the_corner_of_a_rectangular_scan_is_filled_from_the_tissue()
     mixed = (1 - SURROUND_TELEA_SHARE) * 0.25 * 255 + SURROUND_TELEA_SHARE * 200
     assert np.all(np.abs(out[20:24, 10:15] - mixed) <= 4)
     assert np.array_equal(result.image[~result.mask], marked[~result.mask])
+
+
+def test_a_letters_counter_on_the_black_counts_as_black() -> None:
+    rng = np.random.default_rng(6)
+    image = rng.integers(196, 205, (60, 80)).astype(np.uint8)
+    image[:20] = 0
+    marked = image.copy()
+    marked[5:12, 10:17] = 255  # an "O" on the black ...
+    marked[7:10, 12:15] = 0  # ... with a 3x3 counter, smaller than SURROUND_AREA
+    marked[7, 12] = 255  # and a rounded inner corner
+    marked[8, 17:40] = 255  # joined to a line down into the tissue (no flat fill)
+    marked[8:24, 40] = 255
+    result = _restorer(dilate=0).restore([marked])[0]
+    # Every part of the mark on the black, the counter's corner included, is black.
+    assert not result.image[:20][result.mask[:20]].any()
+    assert result.image[20:24, 40].all()
+
+
+def test_images_four_pixels_high_and_one_wide_are_cleaned() -> None:
+    # OpenCV reads a Python float as a 4x1 array: comparing a 4x1 image with one
+    # failed. And a flip of a length-1 axis keeps a stride torch refuses (--tta).
+    image = np.array([[0], [255], [0], [0]], np.uint8)
+    for restorer in (_restorer(channels=1, dilate=0), _restorer(channels=1, tta=True)):
+        out = restorer.restore([image, image[None, :, 0].copy()])
+        assert out[0].image.shape == (4, 1) and out[1].image.shape == (1, 4)
