@@ -87,6 +87,7 @@ RECTANGLE_FILL = 0.98  # anatomy filling this much of its box: a rectangular sca
 GAP_AREA = 256
 GAP_TOLERANCE = 0.01
 GAP_REACH = 4  # px around an island whose detected pixels give the mark's value
+GAP_ISLANDS = 2000  # more islands than this in one image: none is taken in
 # Test-time augmentation (``tta``): the four flips of a batch (numpy axes of
 # B x H x W [x C]). Transposes scored worse: text and speckle are not isotropic.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
@@ -767,7 +768,9 @@ def _close_gaps(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
     _, labels, stats, _ = cv2.connectedComponentsWithStats(free, connectivity=4)
     islands = np.nonzero(stats[:, cv2.CC_STAT_AREA] <= GAP_AREA)[0]
     islands = islands[islands != labels[0, 0]]
-    if not len(islands):
+    if not len(islands) or len(islands) > GAP_ISLANDS:
+        # (Thousands of islands: a mesh of detections, not marks with a core; the
+        # check below costs about 50 us an island.)
         return detected
     labels = labels[1:-1, 1:-1]
     sub, found = net[box], detected[box]

@@ -585,3 +585,16 @@ def test_images_four_pixels_high_and_one_wide_are_cleaned() -> None:
     for restorer in (_restorer(channels=1, dilate=0), _restorer(channels=1, tta=True)):
         out = restorer.restore([image, image[None, :, 0].copy()])
         assert out[0].image.shape == (4, 1) and out[1].image.shape == (1, 4)
+
+
+def test_a_mesh_of_detections_is_not_searched_for_cores() -> None:
+    from annot_denoise.inference import GAP_ISLANDS, _close_gaps
+
+    side = int(np.ceil(np.sqrt(GAP_ISLANDS + 1))) * 4 + 1
+    net = np.ones((side, side, 1), np.float32)  # flat white: every hole would qualify
+    detected = np.ones((side, side), bool)
+    detected[1::4, 1::4] = False  # more than GAP_ISLANDS one-pixel islands
+    assert (_close_gaps(net, detected) == detected).all()
+    few = np.ones((41, 41), bool)
+    few[1::4, 1::4] = False  # 100 islands: taken in
+    assert _close_gaps(np.ones((41, 41, 1), np.float32), few).all()
