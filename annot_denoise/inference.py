@@ -719,6 +719,8 @@ def _to_layout(values: np.ndarray, like: np.ndarray) -> np.ndarray:
         values = values[..., 0]
     elif values.shape[-1] == 1:  # colour file, grey network
         values = np.repeat(values, like.shape[-1], axis=-1)
+    elif like.shape[-1] == 1:  # grey file with a channel axis, RGB network
+        values = (values @ LUMA)[..., None]
     return from_float(values, like.dtype)
 
 

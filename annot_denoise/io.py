@@ -337,6 +337,8 @@ def merge_alpha(color: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
 def to_rgb(image: np.ndarray) -> np.ndarray:
     """Colour part of ``image`` as HxWx3 (grey is repeated, alpha dropped)."""
     color, _ = split_alpha(image)
+    if color.ndim == 3 and color.shape[2] == 1:  # grey with a channel axis (numpy callers)
+        color = color[..., 0]
     if color.ndim == 2:
         return np.repeat(color[..., None], 3, axis=2)
     return color
@@ -345,6 +347,8 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 def to_grey(image: np.ndarray) -> np.ndarray:
     """Colour part of ``image`` as HxW luminance (ITU-R BT.601), same dtype."""
     color, _ = split_alpha(image)
+    if color.ndim == 3 and color.shape[2] == 1:  # grey with a channel axis (numpy callers)
+        return color[..., 0]
     if color.ndim == 2:
         return color
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -598,3 +598,16 @@ def test_a_mesh_of_detections_is_not_searched_for_cores() -> None:
     few = np.ones((41, 41), bool)
     few[1::4, 1::4] = False  # 100 islands: taken in
     assert _close_gaps(np.ones((41, 41, 1), np.float32), few).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_grey_arrays_with_a_channel_axis_come_back_in_that_shape(channels) -> None:
+    image, top = _black_surround(1, np.uint8)
+    image = image[..., None].copy()  # H x W x 1, as numpy code may hand it over
+    marked = image.copy()
+    marked[40:43, 20:60] = top
+    result = _restorer(channels=channels, dilate=0).restore([marked])[0]
+    assert result.image.shape == marked.shape and result.image.dtype == marked.dtype
+    assert result.mask[40:43, 20:60].all()
+    assert np.array_equal(result.image[~result.mask], marked[~result.mask])
+    assert np.all(np.abs(result.image[40:43, 20:60].astype(int) - round(0.25 * top)) <= 1)
