@@ -513,9 +513,9 @@ def _surround(
     # A small piece is dark speckle when it touches anatomy; one enclosed by holes
     # alone (a letter's counter on the black) is surround.
     beside = cv2.dilate((~near & ~hole).view(np.uint8), _square(1)).view(bool)
-    speckle = stats[:, cv2.CC_STAT_AREA] < SURROUND_AREA
-    speckle[np.setdiff1d(np.arange(len(stats)), labels[flat & beside])] = False
-    keep = ~speckle
+    touching = np.zeros(len(stats), bool)
+    touching[labels[flat & beside]] = True
+    keep = ~(touching & (stats[:, cv2.CC_STAT_AREA] < SURROUND_AREA))
     keep[0] = False  # the label of everything not flat
     pixels = keep[labels]
     if not pixels.any():
@@ -524,17 +524,23 @@ def _surround(
 
 
 def _near_value(color: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Where every channel of ``color`` is within ``FLAT_TOLERANCE`` of ``value``
-    (one channel at a time, in the image's own dtype: a 4000x4000 scan in int64
-    would take 400 MB)."""
+    """Where every channel of ``color`` is within ``FLAT_TOLERANCE`` of ``value``."""
+    return np.logical_and.reduce(_within(color, value))
+
+
+def _within(color: np.ndarray, value: np.ndarray) -> list[np.ndarray]:
+    """Per channel of ``color``: where it is within ``FLAT_TOLERANCE`` of ``value``'s.
+
+    One channel at a time, in the image's own dtype (a 4000x4000 scan in int64
+    would take 400 MB), and against an array, not a Python float: OpenCV reads a
+    float as a 4x1 array, and then fails on a 4x1 image.
+    """
     tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
     planes = [color] if color.ndim == 2 else [color[..., c] for c in range(color.shape[2])]
-    near = np.ones(color.shape[:2], bool)
-    for plane, level in zip(planes, np.atleast_1d(value)):
-        # Against an array, not a Python float: OpenCV reads a float as a 4x1
-        # array, and then fails on a 4x1 image.
-        near &= cv2.absdiff(np.ascontiguousarray(plane), np.full_like(plane, level)) <= tol
-    return near
+    return [
+        cv2.absdiff(np.ascontiguousarray(plane), np.full_like(plane, level)) <= tol
+        for plane, level in zip(planes, np.atleast_1d(value))
+    ]
 
 
 def _beside_surround(hole: np.ndarray, surround: np.ndarray) -> np.ndarray:
@@ -595,7 +601,7 @@ def _away_from_surround(
     hide = hole | (pixels & cv2.dilate(hole.view(np.uint8), _square(2 * NEAR_SURROUND)).view(bool))
     # In place: ``content`` is this image's own (a full copy of a 4000x4000 scan's
     # would cost 190 MB).
-    content[box] = _with_telea(net[box], hide, content[box], SURROUND_TELEA_SHARE, near)
+    _with_telea(net[box], hide, content[box], SURROUND_TELEA_SHARE, near)
     return content
 
 
@@ -606,14 +612,9 @@ def _inside_anatomy(
     sector or a rectangle): the convex hull of the anatomy (every pixel outside the
     holes and more than ``FLAT_TOLERANCE`` from the surround's ``value`` in every
     channel), or its bounding box when the anatomy fills that (``RECTANGLE_FILL``)."""
-    tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
-    planes = [color] if color.ndim == 2 else [color[..., c] for c in range(color.shape[2])]
-    anatomy = ~hard
-    for plane, level in zip(planes, np.atleast_1d(value)):
-        # Every channel off the surround's value: the dark, faintly coloured fringe
-        # of a mark on the black is not anatomy.
-        level = np.full_like(plane, level)
-        anatomy &= cv2.absdiff(np.ascontiguousarray(plane), level) > tol
+    # Every channel off the surround's value: the dark, faintly coloured fringe of
+    # a mark on the black is not anatomy.
+    anatomy = ~hard & ~np.logical_or.reduce(_within(color, value))
     inside = np.zeros(hard[box].shape, np.uint8)
     rows, cols = np.nonzero(anatomy.any(axis=1))[0], np.nonzero(anatomy.any(axis=0))[0]
     if not len(rows):
@@ -780,7 +781,7 @@ def _close_gaps(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
     sub, found = net[box], detected[box]
     h, w = found.shape
     out = detected.copy()
-    square = np.ones((2 * GAP_REACH + 1,) * 2, np.uint8)
+    square = _square(GAP_REACH)
     for k in islands:
         x, y, bw, bh = (int(v) for v in stats[k, :4])
         x, y = x - 1, y - 1  # the padding
