@@ -88,6 +88,18 @@ GAP_AREA = 256
 GAP_TOLERANCE = 0.01
 GAP_REACH = 4  # px around an island whose detected pixels give the mark's value
 GAP_ISLANDS = 2000  # more islands than this in one image: none is taken in
+# Translucent boxes under readouts (``_veils``).
+VEIL_JOIN = 6  # px: marks this close belong to one group (the lines of a readout)
+VEIL_REACH = 24  # px beyond a group where the edges of its box are sought
+VEIL_FLOOR = 4 / 255  # darker pixels outside a box say too little about its ratio
+VEIL_MIN, VEIL_MAX = 0.1, 0.7  # the share of light a box lets through
+VEIL_SPAN = 12  # px: the shortest side of a box, and of the part of an edge seen
+VEIL_SLACK, VEIL_SPREAD = 1.5 / 255, 0.1  # how closely an edge's pixels fit its ratio
+VEIL_FIT = 0.8  # share of an edge's pixels that must fit
+VEIL_AGREE = 0.1  # largest difference between the ratios of a box's sides
+VEIL_BLACK = 1 / 255  # black: beyond the box there is nothing to unveil
+VEIL_HUG = 0.6  # share of a side along which detections mean the box's border
+VEIL_GROUPS = 100  # more groups of marks than this in one image: no box is sought
 # Test-time augmentation (``tta``): the four flips of a batch (numpy axes of
 # B x H x W [x C]). Transposes scored worse: text and speckle are not isotropic.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
@@ -324,11 +336,16 @@ class Restorer:
                 prob = self._with_oom_fallback(
                     lambda tile, net=net: self._tiled(net, tile, self._detect)
                 )["prob"]
-            preds.append(
-                self._inpaint_around(
-                    net, prob, _close_gaps(net, _complete_colour(net, prob > self.threshold))
-                )
-            )
+            detected = _close_gaps(net, _complete_colour(net, prob > self.threshold))
+            veils = _veils(net, detected)
+            if veils:
+                net = net.copy()
+                for box, k in veils:
+                    net[box] = np.minimum(net[box] / k, 1.0)
+            pred = self._inpaint_around(net, prob, detected)
+            if veils:
+                pred.update(veils=veils, net=net)
+            preds.append(pred)
         return preds
 
     def _inpaint_around(
@@ -402,6 +419,13 @@ class Restorer:
         else:
             kernel = np.ones((2 * self.dilate + 1,) * 2, np.uint8)
             hard = cv2.dilate(detected.view(np.uint8), kernel).astype(bool)
+        veils = pred.get("veils", [])
+        if veils:
+            # The anatomy under a translucent box, before anything is judged by it.
+            net, color = pred["net"], color.copy()
+            top = np.iinfo(color.dtype).max
+            for box, k in veils:
+                color[box] = np.minimum(np.rint(color[box] / k), top).astype(color.dtype)
         out = color.copy()
         flat = _flat_fills(color, hard) if hard.any() else []
         for box, region, _ in flat:
@@ -426,6 +450,8 @@ class Restorer:
         if surround is not None:
             value, box, pixels = surround
             out[box][_beside_surround(hard[box], pixels)] = value
+        for box, _ in veils:
+            hard[box] = True
         restored = merge_alpha(out, alpha)
         return Restored(restored, hard, _changed(image, restored), detected)
 
@@ -798,6 +824,181 @@ def _close_gaps(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
         if same and flat.mean() >= 0.9:
             out[box][near][island] = True
     return out
+
+
+def _veils(net: np.ndarray, detected: np.ndarray) -> list[tuple[tuple[slice, slice], float]]:
+    """Translucent dark boxes under groups of marks, each as (box, the share ``k``
+    of light the box lets through).
+
+    Readouts are often printed on a box that darkens the anatomy under it to
+    ``k`` times itself (black at an opacity of ``1 - k``). Over dark tissue the
+    detector finds the text, and often the box's border, but not the box, and the
+    repair leaves a dark box behind. A box is taken when every side of a group of
+    marks is accounted for: a straight edge across which the known pixels step
+    down to ``k`` times their neighbours outside, or, where no such edge shows,
+    black or the box's border among the detections. At least one side must be
+    such an edge and all edges must agree on ``k``. A side without an edge is
+    then moved in past every line that is not darkened, judged across the edges
+    found or against the line beyond it; a line that cannot be judged drops the
+    box, unless it lies among the group's own lines (a box holds its text).
+    Inside the box the anatomy is the input divided by ``k``, which keeps its
+    texture.
+    """
+    if not detected.any():
+        return []
+    h, w = detected.shape
+    joined = cv2.dilate(detected.view(np.uint8), _square(VEIL_JOIN))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    # Each group's own extent (the dilation undone): y0, y1, x0, x1.
+    extents = [
+        (
+            y + VEIL_JOIN,
+            min(y + bh - VEIL_JOIN, h) - 1,
+            x + VEIL_JOIN,
+            min(x + bw - VEIL_JOIN, w) - 1,
+        )
+        for x, y, bw, bh, _ in stats[1:]
+    ]
+    extents = [e for e in extents if min(e[1] - e[0], e[3] - e[2]) >= VEIL_SPAN]
+    if not extents or len(extents) > VEIL_GROUPS:
+        # (More: marks all over the image, not a few readouts; a group costs about 2 ms.)
+        return []
+    if net.shape[-1] == 3:
+        light = cv2.transform(np.ascontiguousarray(net), np.full((1, 3), 1 / 3, np.float32))
+    else:
+        light = net[..., 0]
+    known = ~cv2.dilate(detected.view(np.uint8), _square(1)).view(bool)
+    veils = []
+    for extent in extents:
+        sides = []
+        for s in range(4):
+            sides.append(_veil_edge(light, known, s, extent))
+            if sides[-1] is None:
+                break
+        if sides[-1] is None:
+            continue
+        ratios = np.array([r for _, r in sides if r is not None])
+        if not len(ratios):
+            continue
+        k = float(np.median(ratios))
+        if np.abs(ratios - k).max() > VEIL_AGREE or k < VEIL_MIN:
+            continue
+        edges = [edge for edge, _ in sides]
+        steps = [r is not None for _, r in sides]
+        for s in range(4):
+            if not steps[s]:
+                edges[s] = _veil_trim(light, ~detected, s, edges, steps, extent, k)
+                if edges[s] is None:
+                    break
+        else:
+            top, bottom, left, right = edges
+            if top < bottom and left < right:
+                veils.append(((slice(top, bottom + 1), slice(left, right + 1)), k))
+    return veils
+
+
+def _oriented(arrays: tuple[np.ndarray, ...], side: int) -> tuple[tuple[np.ndarray, ...], int]:
+    """``arrays`` turned so that ``side`` (0 top, 1 bottom, 2 left, 3 right) is a
+    row, and the step from that side outwards (-1 or 1)."""
+    if side >= 2:
+        arrays = tuple(a.T for a in arrays)
+    return arrays, (-1 if side in (0, 2) else 1)
+
+
+def _veil_edge(
+    light: np.ndarray, known: np.ndarray, side: int, extent: tuple[int, int, int, int]
+) -> tuple[int, float | None] | None:
+    """(the box's last row or column on ``side`` of a group, the ratio across its
+    edge), the ratio ``None`` where black or detections end the side instead, or
+    ``None`` when nothing does (see ``_veils``). ``extent``: y0, y1, x0, x1."""
+    (light, known), out = _oriented((light, known), side)
+    start = extent[side]
+    lo, hi = extent[2:] if side < 2 else extent[:2]
+    span = slice(lo, hi + 1)
+    black = None
+    for i in range(VEIL_REACH + 1):
+        inner = start + out * i
+        outer = inner + out
+        if not 0 <= outer < light.shape[0]:
+            break
+        usable = known[inner, span] & known[outer, span]
+        if usable.sum() < max(VEIL_SPAN, usable.size // 2):
+            continue
+        a, b = light[inner, span][usable], light[outer, span][usable]
+        if black is None and np.mean((a <= VEIL_BLACK) & (b <= VEIL_BLACK)) > 0.9:
+            black = inner  # the box may end anywhere in black; an edge beyond still counts
+            continue
+        lit = b >= VEIL_FLOOR
+        if lit.sum() < max(VEIL_SPAN, lit.size // 2):
+            continue
+        a, b = a[lit], b[lit]
+        k = float(np.median(a / b))
+        if k > VEIL_MAX:
+            continue
+        fits = np.abs(a - k * b) <= np.maximum(VEIL_SLACK, VEIL_SPREAD * b)
+        if fits.mean() >= VEIL_FIT:
+            return inner, k
+    if black is not None:
+        return black, None
+    rim = ~known[min(start, start - 2 * out) : max(start, start - 2 * out) + 1, span]
+    if rim.any(axis=0).mean() >= VEIL_HUG:
+        return start, None  # the box's border is among the detections
+    return None
+
+
+def _veil_trim(
+    light: np.ndarray,
+    free: np.ndarray,
+    side: int,
+    edges: list[int],
+    steps: list[bool],
+    extent: tuple[int, int, int, int],
+    k: float,
+) -> int | None:
+    """The edge on ``side`` of a box whose other edges are ``edges`` (``steps``:
+    found by their step), moved in to the first line (row or column) that is
+    darkened; ``None`` when a line on the way cannot be judged.
+
+    A line is judged across the edges found at its two ends (just inside them
+    against just outside), or else against the line beyond ``edges[side]``.
+    Black lines and lines of detections alone are passed over: they come out
+    the same either way. A line that cannot be judged is taken for the box's
+    when it lies within the group's ``extent`` (the box holds its text), else
+    it drops the box. ``free``: pixels not detected.
+    """
+    (light, free), out = _oriented((light, free), side)
+    n = light.shape[1]
+    ends = (2, 3) if side < 2 else (0, 1)
+    beyond = edges[side] + out
+    outside = light[beyond] if 0 <= beyond < light.shape[0] else None
+    last = edges[side ^ 1]  # the opposite edge
+    span = slice(edges[ends[0]], edges[ends[1]] + 1)
+    for line in range(edges[side], last - out, -out):
+        row, ok = light[line], free[line]
+        if ok[span].sum() < 4 or np.median(row[span][ok[span]]) <= VEIL_BLACK:
+            continue
+        inner, outer = [], []
+        for end, sign in zip(ends, (1, -1)):
+            if steps[end]:  # 3 px either side of that edge, along this line
+                c = edges[end]
+                for near, far in ((c, c + 3 * sign), (c - sign, c - 4 * sign)):
+                    cols = np.arange(near, far, sign if far > near else -1)
+                    cols = cols[(cols >= 0) & (cols < n)]
+                    (inner if near == c else outer).append(row[cols][ok[cols]])
+        inner = np.concatenate([np.empty(0, row.dtype), *inner])
+        outer = np.concatenate([np.empty(0, row.dtype), *outer])
+        lit = ok[span] & (outside[span] >= VEIL_FLOOR) if outside is not None else None
+        if len(inner) >= 2 and len(outer) >= 2 and np.median(outer) >= VEIL_FLOOR:
+            ratio = np.median(inner) / np.median(outer)
+        elif lit is not None and lit.sum() >= 4:
+            ratio = np.median(row[span][lit] / outside[span][lit])
+        elif (line - extent[side]) * out <= 0:
+            return line  # no judging it, but among the marks' lines: inside the box
+        else:
+            return None
+        if ratio <= (1 + k) / 2:
+            return line
+    return None
 
 
 def _grey_scan(color: np.ndarray, mask: np.ndarray) -> bool:

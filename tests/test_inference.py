@@ -611,3 +611,116 @@ def test_grey_arrays_with_a_channel_axis_come_back_in_that_shape(channels) -> No
     assert result.mask[40:43, 20:60].all()
     assert np.array_equal(result.image[~result.mask], marked[~result.mask])
     assert np.all(np.abs(result.image[40:43, 20:60].astype(int) - round(0.25 * top)) <= 1)
+
+
+class BrightMarksInTwoStages(MarksAreBright):
+    """The stand-in with the two stages of ``maskunet``: the same detection, and
+    holes painted with the mean of the known pixels of the crop, so a test can see
+    what the inpainter was shown around them."""
+
+    def detect(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x)["mask_logits"]
+
+    def inpaint(self, x: torch.Tensor, detected: torch.Tensor, dilate: int = 2):
+        hole = torch.nn.functional.max_pool2d(detected, 2 * dilate + 1, 1, dilate)
+        known = 1 - hole
+        mean = (x * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True)
+        return x * known + mean * hole, hole
+
+
+def _veiled_readout(channels: int, dtype, k: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, annotated): speckled tissue with a readout in white on a box that
+    lets ``k`` of the light through, rows 40-79 and columns 50-149."""
+    top = 65535 if dtype == np.uint16 else 255
+    rng = np.random.default_rng(7)
+    shape = (120, 200) if channels == 1 else (120, 200, channels)
+    clean = (rng.uniform(0.38, 0.48, shape) * top).astype(dtype)
+    marked = clean.copy()
+    marked[40:80, 50:150] = np.rint(clean[40:80, 50:150] * k).astype(dtype)
+    for row in (48, 60, 72):  # three lines of "text"
+        marked[row : row + 3, 60:140:4] = top
+    return clean, marked
+
+
+@pytest.mark.parametrize(("channels", "dtype"), [(1, np.uint8), (3, np.uint8), (1, np.uint16)])
+def test_the_anatomy_under_a_translucent_readout_box_comes_back(channels, dtype) -> None:
+    clean, marked = _veiled_readout(channels, dtype)
+    restorer = Restorer(
+        BrightMarksInTwoStages(), channels=channels, device=torch.device("cpu"), dilate=0
+    )
+    result = restorer.restore([marked])[0]
+    box = np.zeros(marked.shape[:2], bool)
+    box[40:80, 50:150] = True
+    assert result.mask[box].all() and not result.mask[~box].any()
+    assert np.array_equal(result.image[~box], marked[~box])
+    # Undarkened: the input over the box's 0.4, within the rounding of the darkening.
+    under = box & ~result.detected
+    step = (65535 if dtype == np.uint16 else 255) / 255
+    error = np.abs(result.image[under].astype(float) - clean[under].astype(float))
+    assert error.max() <= 2 * step
+    # The text was painted from the box's anatomy undarkened (the tissue's mean
+    # level), not from the darkened box.
+    level = clean.astype(float).mean()
+    assert np.all(np.abs(result.image[result.detected].astype(float) - level) <= 0.04 * level)
+
+
+def test_boxes_are_found_by_their_edges_only() -> None:
+    from annot_denoise.inference import _veils
+
+    clean, marked = _veiled_readout(1, np.uint8)
+    net = marked[..., None].astype(np.float32) / 255
+    detected = marked == 255
+    [(box, k)] = _veils(net, detected)
+    assert box == (slice(40, 80), slice(50, 150)) and k == pytest.approx(0.4, abs=0.02)
+    # The box's border detected along three sides, a px beyond it, and black two
+    # px below it: still found, and nothing outside it undarkened but detections.
+    black = net.copy()
+    black[82:] = 0
+    border = detected.copy()
+    border[39:41, 50:150] = True
+    border[40:80, 148:151] = True
+    border[78:81, 50:150] = True
+    [(box, k)] = _veils(black, border)
+    assert k == pytest.approx(0.4, abs=0.02)
+    taken = np.zeros_like(detected)
+    taken[box] = True
+    inside = np.zeros_like(detected)
+    inside[40:80, 50:150] = True
+    assert taken[inside & ~border].all() and border[taken & ~inside].all()
+    assert not taken[81:].any()  # the row of tissue between the box and the black
+    # The box's border found all round but its bottom, black above it: found ...
+    framed = detected.copy()
+    framed[39:41, 50:150] = framed[40:80, 48:51] = framed[40:80, 148:151] = True
+    above = net.copy()
+    above[:39] = 0
+    [(box, k)] = _veils(above, framed)
+    assert box == (slice(41, 80), slice(51, 148)) and k == pytest.approx(0.4, abs=0.02)
+    # ... but not with rows of tissue between the black and the border: nothing
+    # tells whether they are the box's, and undarkening tissue would brighten it.
+    above = net.copy()
+    above[:33] = 0
+    assert _veils(above, framed) == []
+    # Not a box: the same text on undarkened tissue, on a darkened patch that is
+    # not rectangular, or on a box the detector found whole.
+    assert _veils(clean[..., None].astype(np.float32) / 255, detected) == []
+    y, x = np.mgrid[:120, :200]
+    disc = np.where(((y - 60) / 30) ** 2 + ((x - 100) / 60) ** 2 < 1, 0.4, 1.0)
+    blotch = (clean * disc)[..., None].astype(np.float32) / 255
+    blotch[detected] = 1.0
+    assert _veils(blotch, detected) == []
+    whole = np.zeros_like(detected)
+    whole[40:80, 50:150] = True
+    assert _veils(net, whole) == []
+    # Marks all over the image are not readouts: no box is sought among them.
+    from annot_denoise.inference import VEIL_GROUPS
+
+    crowd = np.zeros((130 + 30 * (VEIL_GROUPS + 1), 200), bool)
+    crowd[:120] = detected
+    crowd[130::30, 10:30] = crowd[142::30, 10:30] = True  # pairs of dashes: 12 x 20 groups
+    tall = np.concatenate([net, np.full((len(crowd) - 120, 200, 1), 0.4, np.float32)])
+    assert _veils(tall, crowd) == []
+    assert len(_veils(tall[:600], crowd[:600])) == 1
+    # Small marks (a caliper's cross) are never boxes.
+    cross = np.zeros_like(detected)
+    cross[55:62, 97:100] = cross[57:60, 95:102] = True
+    assert _veils(net, cross) == []
