@@ -861,13 +861,27 @@ def _veils(net: np.ndarray, detected: np.ndarray) -> list[tuple[tuple[slice, sli
     ]
     extents = [e for e in extents if min(e[1] - e[0], e[3] - e[2]) >= VEIL_SPAN]
     if not extents or len(extents) > VEIL_GROUPS:
-        # (More: marks all over the image, not a few readouts; a group costs about 2 ms.)
+        # (More: marks all over the image, not a few readouts.)
         return []
-    if net.shape[-1] == 3:
-        light = cv2.transform(np.ascontiguousarray(net), np.full((1, 3), 1 / 3, np.float32))
+    # Work in the box the searches can reach (edges up to VEIL_REACH + 1 px beyond a
+    # group, and 3 px either side of an edge).
+    reach = VEIL_REACH + 5
+    top, left = (
+        max(min(e[0] for e in extents) - reach, 0),
+        max(min(e[2] for e in extents) - reach, 0),
+    )
+    crop = (
+        slice(top, min(max(e[1] for e in extents) + reach + 1, h)),
+        slice(left, min(max(e[3] for e in extents) + reach + 1, w)),
+    )
+    extents = [(y0 - top, y1 - top, x0 - left, x1 - left) for y0, y1, x0, x1 in extents]
+    sub, found = np.ascontiguousarray(net[crop]), np.ascontiguousarray(detected[crop])
+    if sub.shape[-1] == 3:
+        light = cv2.transform(sub, np.full((1, 3), 1 / 3, np.float32))
     else:
-        light = net[..., 0]
-    known = ~cv2.dilate(detected.view(np.uint8), _square(1)).view(bool)
+        light = sub[..., 0]
+    known = ~cv2.dilate(found.view(np.uint8), _square(1)).view(bool)
+    free = ~found
     veils = []
     for extent in extents:
         sides = []
@@ -887,13 +901,14 @@ def _veils(net: np.ndarray, detected: np.ndarray) -> list[tuple[tuple[slice, sli
         steps = [r is not None for _, r in sides]
         for s in range(4):
             if not steps[s]:
-                edges[s] = _veil_trim(light, ~detected, s, edges, steps, extent, k)
+                edges[s] = _veil_trim(light, free, s, edges, steps, extent, k)
                 if edges[s] is None:
                     break
         else:
-            top, bottom, left, right = edges
-            if top < bottom and left < right:
-                veils.append(((slice(top, bottom + 1), slice(left, right + 1)), k))
+            y0, y1, x0, x1 = edges
+            if y0 < y1 and x0 < x1:
+                box = (slice(top + y0, top + y1 + 1), slice(left + x0, left + x1 + 1))
+                veils.append((box, k))
     return veils
 
 
@@ -915,35 +930,49 @@ def _veil_edge(
     start = extent[side]
     lo, hi = extent[2:] if side < 2 else extent[:2]
     span = slice(lo, hi + 1)
-    black = None
-    for i in range(VEIL_REACH + 1):
-        inner = start + out * i
-        outer = inner + out
-        if not 0 <= outer < light.shape[0]:
-            break
-        usable = known[inner, span] & known[outer, span]
-        if usable.sum() < max(VEIL_SPAN, usable.size // 2):
+    # Every line out to VEIL_REACH px at once (lines whose outer neighbour is in
+    # the image): inner line, the line beyond it, which pairs are known.
+    lines = start + out * np.arange(
+        min(VEIL_REACH + 1, start if out < 0 else len(light) - 1 - start)
+    )
+    a, b = light[lines, span], light[lines + out, span]
+    usable = known[lines, span] & known[lines + out, span]
+    used = usable.sum(axis=1)
+    black = (usable & (a <= VEIL_BLACK) & (b <= VEIL_BLACK)).sum(axis=1) > 0.9 * used
+    lit = usable & (b >= VEIL_FLOOR)
+    bright = lit.sum(axis=1)
+    k = _row_medians(a / np.where(lit, b, 1), lit)
+    fits = lit & (np.abs(a - k[:, None] * b) <= np.maximum(VEIL_SLACK, VEIL_SPREAD * b))
+    fits = fits.sum(axis=1)
+    first_black = None
+    for i, line in enumerate(lines):
+        if used[i] < max(VEIL_SPAN, a.shape[1] // 2):
             continue
-        a, b = light[inner, span][usable], light[outer, span][usable]
-        if black is None and np.mean((a <= VEIL_BLACK) & (b <= VEIL_BLACK)) > 0.9:
-            black = inner  # the box may end anywhere in black; an edge beyond still counts
-            continue
-        lit = b >= VEIL_FLOOR
-        if lit.sum() < max(VEIL_SPAN, lit.size // 2):
-            continue
-        a, b = a[lit], b[lit]
-        k = float(np.median(a / b))
-        if k > VEIL_MAX:
-            continue
-        fits = np.abs(a - k * b) <= np.maximum(VEIL_SLACK, VEIL_SPREAD * b)
-        if fits.mean() >= VEIL_FIT:
-            return inner, k
-    if black is not None:
-        return black, None
+        if first_black is None and black[i]:
+            first_black = int(line)  # the box may end anywhere in black; an edge beyond counts
+        elif (
+            bright[i] >= max(VEIL_SPAN, used[i] // 2)
+            and k[i] <= VEIL_MAX
+            and fits[i] >= VEIL_FIT * bright[i]
+        ):
+            return int(line), float(k[i])
+    if first_black is not None:
+        return first_black, None
     rim = ~known[min(start, start - 2 * out) : max(start, start - 2 * out) + 1, span]
     if rim.any(axis=0).mean() >= VEIL_HUG:
         return start, None  # the box's border is among the detections
     return None
+
+
+def _row_medians(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The median of each row of ``values`` over ``mask`` (NaN for an empty row):
+    one sort for all rows, twenty times faster than a median a row."""
+    count = mask.sum(axis=1)
+    ordered = np.sort(np.where(mask, values, np.inf), axis=1)
+    rows = np.arange(len(values))
+    last = np.maximum(count - 1, 0)
+    middle = 0.5 * (ordered[rows, last // 2] + ordered[rows, last - last // 2])
+    return np.where(count > 0, middle, np.nan)
 
 
 def _veil_trim(

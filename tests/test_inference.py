@@ -724,3 +724,14 @@ def test_boxes_are_found_by_their_edges_only() -> None:
     cross = np.zeros_like(detected)
     cross[55:62, 97:100] = cross[57:60, 95:102] = True
     assert _veils(net, cross) == []
+
+
+def test_row_medians_match_numpy_over_each_rows_mask() -> None:
+    from annot_denoise.inference import _row_medians
+
+    rng = np.random.default_rng(8)
+    values, mask = rng.random((40, 9)), rng.random((40, 9)) < 0.5
+    mask[0] = False  # an empty row
+    got = _row_medians(values, mask)
+    assert np.isnan(got[0])
+    assert np.allclose(got[1:], [np.median(v[m]) for v, m in zip(values[1:], mask[1:])])
