@@ -337,7 +337,12 @@ class Restorer:
                     lambda tile, net=net: self._tiled(net, tile, self._detect)
                 )["prob"]
             detected = _close_gaps(net, _complete_colour(net, prob > self.threshold))
-            veils = _veils(net, detected)
+            veils = []
+            for box, k in _veils(net, detected):
+                if k == 0:  # an opaque box: into the hole
+                    detected[box] = True
+                else:
+                    veils.append((box, k))
             if veils:
                 net = net.copy()
                 for box, k in veils:
@@ -828,7 +833,7 @@ def _close_gaps(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
 
 def _veils(net: np.ndarray, detected: np.ndarray) -> list[tuple[tuple[slice, slice], float]]:
     """Translucent dark boxes under groups of marks, each as (box, the share ``k``
-    of light the box lets through).
+    of light the box lets through); ``k`` is 0 for a box too dark to undarken.
 
     Readouts are often printed on a box that darkens the anatomy under it to
     ``k`` times itself (black at an opacity of ``1 - k``). Over dark tissue the
@@ -842,7 +847,9 @@ def _veils(net: np.ndarray, detected: np.ndarray) -> list[tuple[tuple[slice, sli
     found or against the line beyond it; a line that cannot be judged drops the
     box, unless it lies among the group's own lines (a box holds its text).
     Inside the box the anatomy is the input divided by ``k``, which keeps its
-    texture.
+    texture. Below ``VEIL_MIN`` that would multiply the rounding by ``1 / k``: a
+    box with an edge on every side is then repainted whole (``k`` = 0), and one
+    without is left alone.
     """
     if not detected.any():
         return []
@@ -895,7 +902,16 @@ def _veils(net: np.ndarray, detected: np.ndarray) -> list[tuple[tuple[slice, sli
         if not len(ratios):
             continue
         k = float(np.median(ratios))
-        if np.abs(ratios - k).max() > VEIL_AGREE or k < VEIL_MIN:
+        if np.abs(ratios - k).max() > VEIL_AGREE:
+            continue
+        if k < VEIL_MIN:
+            # Too dark to undarken (the rounding would be multiplied by 1 / k): a
+            # box with an edge on every side is repainted whole instead.
+            if len(ratios) == 4:
+                y0, y1, x0, x1 = (e for e, _ in sides)
+                veils.append(
+                    ((slice(top + y0, top + y1 + 1), slice(left + x0, left + x1 + 1)), 0.0)
+                )
             continue
         edges = [edge for edge, _ in sides]
         steps = [r is not None for _, r in sides]

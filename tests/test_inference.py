@@ -664,6 +664,25 @@ def test_the_anatomy_under_a_translucent_readout_box_comes_back(channels, dtype)
     assert np.all(np.abs(result.image[result.detected].astype(float) - level) <= 0.04 * level)
 
 
+def test_an_opaque_readout_box_is_repainted_whole() -> None:
+    from annot_denoise.inference import VEIL_MIN
+
+    clean, marked = _veiled_readout(3, np.uint8, k=VEIL_MIN / 4)
+    restorer = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"), dilate=0)
+    result = restorer.restore([marked])[0]
+    box = np.zeros(marked.shape[:2], bool)
+    box[40:80, 50:150] = True
+    # Too dark to undarken: the whole box is a hole, painted from the tissue around.
+    assert np.array_equal(result.detected, box) and np.array_equal(result.mask, box)
+    level = clean[~box].astype(float).mean()
+    assert np.all(np.abs(result.image[box].astype(float) - level) <= 0.04 * level)
+    assert np.array_equal(result.image[~box], marked[~box])
+    # Not when a side has no edge of its own: black beyond the bottom of the box.
+    marked[80:] = 0
+    result = restorer.restore([marked])[0]
+    assert np.array_equal(result.detected, marked.min(axis=2) == 255)
+
+
 def test_boxes_are_found_by_their_edges_only() -> None:
     from annot_denoise.inference import _veils
 
