@@ -556,7 +556,7 @@ def test_a_box_over_the_corner_of_a_rectangular_scan_is_filled_from_the_tissue()
     # The corner is the box's: the black comes back on the black ...
     assert not out[17:20, 8:15].any() and not out[17:24, 8:10].any()
     # ... and the tissue's corner, which the convex hull of what is visible would
-    # cut off, is half filled from the tissue.
+    # cut off, is filled from the tissue.
     mixed = (1 - SURROUND_TELEA_SHARE) * 0.25 * 255 + SURROUND_TELEA_SHARE * 200
     assert np.all(np.abs(out[20:24, 10:15] - mixed) <= 4)
     assert np.array_equal(result.image[~result.mask], marked[~result.mask])
