@@ -477,6 +477,7 @@ def _flat_fills(
     (anatomy around it) it is left to the network.
     """
     tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
+    border = _border_value(color)
     # Holes within 3 px of each other are judged together (the letters of a label).
     near = cv2.dilate(hard.view(np.uint8), np.ones((7, 7), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(near, connectivity=8)
@@ -504,6 +505,9 @@ def _flat_fills(
         if counts.max() * 2 < len(around):  # no dominant value: anatomy, not a flat surround
             continue
         value = around[first[counts.argmax()]]
+        if border is not None and np.abs(value.astype(np.int64) - border).max() <= tol:
+            # A backing a level or two off the surround: the surround is what lies under it.
+            value = border.astype(color.dtype).reshape(value.shape)
         dev = np.abs(color[box].astype(np.int64) - value)
         dev = dev.max(axis=2) if dev.ndim == 3 else dev
         differs_ = (dev > tol) & ~others
@@ -511,11 +515,29 @@ def _flat_fills(
             ring = cv2.dilate(region.view(np.uint8), square).astype(bool) & ~region
             rim = ring & differs_
             if not rim.any():
-                # The last, faintest step of an anti-aliased edge, within the tolerance.
-                fills.append((box, region | (ring & (dev > 0) & ~others), value))
+                # The last, faintest steps of an anti-aliased edge or a dark backing,
+                # within the tolerance: everything off the value joined to the region.
+                faint = (dev > 0) & (dev <= tol) & ~others
+                for _ in range(FLAT_GROW):
+                    grown = cv2.dilate(region.view(np.uint8), square).view(bool) & faint
+                    if not (grown & ~region).any():
+                        break
+                    region = region | grown
+                fills.append((box, region, value))
                 break
             region = region | rim
     return fills
+
+
+def _border_value(color: np.ndarray) -> np.ndarray | None:
+    """The value (one per channel, int64) held by at least a quarter of the
+    image's outermost pixels: a scan's surround; ``None`` when none is."""
+    edge = np.concatenate([color[0], color[-1], color[:, 0], color[:, -1]])
+    keys = edge.reshape(len(edge), -1).astype(np.int64)
+    values, counts = np.unique(keys, axis=0, return_counts=True)
+    if counts.max() * 4 < len(keys):
+        return None
+    return values[counts.argmax()]
 
 
 def _surround(
@@ -529,12 +551,9 @@ def _surround(
     or more, or enclosed by holes alone: a dark speckle at that value inside the
     tissue is not surround. The box is the holes' box grown by ``SURROUND_REACH`` px.
     """
-    edge = np.concatenate([color[0], color[-1], color[:, 0], color[:, -1]])
-    keys = edge.reshape(len(edge), -1).astype(np.int64)
-    values, counts = np.unique(keys, axis=0, return_counts=True)
-    if counts.max() * 4 < len(keys):
+    value = _border_value(color)
+    if value is None:
         return None
-    value = values[counts.argmax()]
     ys, xs = np.nonzero(hard.any(axis=1))[0], np.nonzero(hard.any(axis=0))[0]
     r = SURROUND_REACH
     box = (slice(max(ys[0] - r, 0), ys[-1] + r + 1), slice(max(xs[0] - r, 0), xs[-1] + r + 1))

@@ -87,6 +87,17 @@ def test_marks_on_a_flat_background_get_it_back_exactly(channels, dtype) -> None
     assert result.mask[4:10, 30:50].all() and not result.mask[20:].any()
 
 
+def test_a_dark_backing_within_the_flat_tolerance_is_filled_too() -> None:
+    image, top = _black_surround(1, np.uint8)
+    label = image.copy()
+    label[3:17, 24:56] = 1  # a box on the black, one level above it ...
+    label[8:10, 24:40] = 2
+    label[6:12, 30:50] = top  # ... with a label on it: detected
+    result = _restorer(dilate=0).restore([label])[0]
+    assert np.array_equal(result.image, image)  # the black comes back exactly
+    assert result.mask[3:17, 24:56].all() and not result.mask[20:].any()
+
+
 def test_the_dim_end_of_a_colour_bar_on_black_is_filled_too() -> None:
     image, top = _black_surround(3, np.uint8)
     bar = image.copy()
