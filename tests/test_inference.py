@@ -635,7 +635,7 @@ class BrightMarksInTwoStages(MarksAreBright):
     def inpaint(self, x: torch.Tensor, detected: torch.Tensor, dilate: int = 2):
         hole = torch.nn.functional.max_pool2d(detected, 2 * dilate + 1, 1, dilate)
         known = 1 - hole
-        mean = (x * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True)
+        mean = (x * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1)
         return x * known + mean * hole, hole
 
 
