@@ -111,7 +111,9 @@ class Restored:
     image: np.ndarray  # same size, channels, alpha and dtype as the input
     mask: np.ndarray | None  # bool HxW: where a mask-aware model was allowed to write
     changed: float  # fraction of pixels that differ from the input
-    detected: np.ndarray | None = None  # bool HxW: the thresholded mask before dilation
+    # bool HxW: the thresholded mask before dilation, with what completes it (the
+    # rest of a coloured patch, a mark's core, an opaque box under a readout)
+    detected: np.ndarray | None = None
 
 
 class Restorer:
