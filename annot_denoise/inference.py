@@ -435,10 +435,11 @@ class Restorer:
             for box, k in veils:
                 color[box] = np.minimum(np.rint(color[box] / k), top).astype(color.dtype)
         out = color.copy()
-        flat = _flat_fills(color, hard) if hard.any() else []
+        border = _border_value(color)
+        flat = _flat_fills(color, hard, border) if hard.any() else []
         for box, region, _ in flat:
             hard[box] |= region
-        surround = _surround(color, hard) if hard.any() else None
+        surround = _surround(color, hard, border) if hard.any() else None
         if hard.any():
             # Inside the mask the content head is written as is: it is trained to
             # give the clean scan on the annotation and around it (see losses).
@@ -465,7 +466,7 @@ class Restorer:
 
 
 def _flat_fills(
-    color: np.ndarray, hard: np.ndarray
+    color: np.ndarray, hard: np.ndarray, border: np.ndarray | None
 ) -> list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]]:
     """Holes lying on a flat background, each as (box, region in the box, value).
 
@@ -479,7 +480,6 @@ def _flat_fills(
     (anatomy around it) it is left to the network.
     """
     tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
-    border = _border_value(color)
     # Holes within 3 px of each other are judged together (the letters of a label).
     near = cv2.dilate(hard.view(np.uint8), np.ones((7, 7), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(near, connectivity=8)
@@ -543,7 +543,7 @@ def _border_value(color: np.ndarray) -> np.ndarray | None:
 
 
 def _surround(
-    color: np.ndarray, hard: np.ndarray
+    color: np.ndarray, hard: np.ndarray, value: np.ndarray | None
 ) -> tuple[np.ndarray, tuple[slice, slice], np.ndarray] | None:
     """(value, box, pixels in the box): the flat surround of a scan around its holes.
 
@@ -553,7 +553,6 @@ def _surround(
     or more, or enclosed by holes alone: a dark speckle at that value inside the
     tissue is not surround. The box is the holes' box grown by ``SURROUND_REACH`` px.
     """
-    value = _border_value(color)
     if value is None:
         return None
     ys, xs = np.nonzero(hard.any(axis=1))[0], np.nonzero(hard.any(axis=0))[0]
@@ -927,27 +926,22 @@ def _veils(net: np.ndarray, detected: np.ndarray) -> list[tuple[tuple[slice, sli
         k = float(np.median(ratios))
         if np.abs(ratios - k).max() > VEIL_AGREE:
             continue
+        edges = [edge for edge, _ in sides]
         if k < VEIL_MIN:
             # Too dark to undarken (the rounding would be multiplied by 1 / k): a
             # box with an edge on every side is repainted whole instead.
-            if len(ratios) == 4:
-                y0, y1, x0, x1 = (e for e, _ in sides)
-                veils.append(
-                    ((slice(top + y0, top + y1 + 1), slice(left + x0, left + x1 + 1)), 0.0)
-                )
-            continue
-        edges = [edge for edge, _ in sides]
+            if len(ratios) < 4:
+                continue
+            k = 0.0
         steps = [r is not None for _, r in sides]
         for s in range(4):
             if not steps[s]:
                 edges[s] = _veil_trim(light, free, s, edges, steps, extent, k)
                 if edges[s] is None:
                     break
-        else:
-            y0, y1, x0, x1 = edges
-            if y0 < y1 and x0 < x1:
-                box = (slice(top + y0, top + y1 + 1), slice(left + x0, left + x1 + 1))
-                veils.append((box, k))
+        y0, y1, x0, x1 = edges
+        if None not in edges and y0 < y1 and x0 < x1:
+            veils.append(((slice(top + y0, top + y1 + 1), slice(left + x0, left + x1 + 1)), k))
     return veils
 
 
