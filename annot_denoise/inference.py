@@ -1044,7 +1044,7 @@ def _veil_trim(
             if steps[end]:  # 3 px either side of that edge, along this line
                 c = edges[end]
                 for near, far in ((c, c + 3 * sign), (c - sign, c - 4 * sign)):
-                    cols = np.arange(near, far, sign if far > near else -1)
+                    cols = np.arange(near, far, 1 if far > near else -1)
                     cols = cols[(cols >= 0) & (cols < n)]
                     (inner if near == c else outer).append(row[cols][ok[cols]])
         inner = np.concatenate([np.empty(0, row.dtype), *inner])

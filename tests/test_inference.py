@@ -718,6 +718,11 @@ def test_boxes_are_found_by_their_edges_only() -> None:
     inside[40:80, 50:150] = True
     assert taken[inside & ~border].all() and border[taken & ~inside].all()
     assert not taken[81:].any()  # the row of tissue between the box and the black
+    # The same, mirrored: the edge found is the right one, the border the left.
+    [(box, k)] = _veils(black[:, ::-1].copy(), border[:, ::-1].copy())
+    mirrored = np.zeros_like(detected)
+    mirrored[box] = True
+    assert np.array_equal(mirrored, taken[:, ::-1]) and k == pytest.approx(0.4, abs=0.02)
     # The box's border found all round but its bottom, black above it: found ...
     framed = detected.copy()
     framed[39:41, 50:150] = framed[40:80, 48:51] = framed[40:80, 148:151] = True
