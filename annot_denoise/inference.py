@@ -89,6 +89,13 @@ GAP_AREA = 256
 GAP_TOLERANCE = 0.01
 GAP_REACH = 4  # px around an island whose detected pixels give the mark's value
 GAP_ISLANDS = 2000  # more islands than this in one image: none is taken in
+# Detections that are only the scan's own edge against the surround (``_scan_edges``):
+# every pixel within EDGE_TOLERANCE of the anatomy within EDGE_REACH px of it.
+EDGE_REACH = 6
+EDGE_TOLERANCE = 4 / 255
+EDGE_PROB = 0.1  # below this the detector is sure a pixel is no mark
+EDGE_ANATOMY = 1024  # px: smaller pieces off the surround are not anatomy
+EDGE_MARGIN = 32  # px around the detections in which those pieces are measured
 # Translucent boxes under readouts (``_veils``).
 VEIL_JOIN = 6  # px: marks this close belong to one group (the lines of a readout)
 VEIL_REACH = 24  # px beyond a group where the edges of its box are sought
@@ -339,7 +346,8 @@ class Restorer:
                 prob = self._with_oom_fallback(
                     lambda tile, net=net: self._tiled(net, tile, self._detect)
                 )["prob"]
-            detected = _close_gaps(net, _complete_colour(net, prob > self.threshold))
+            detected = _scan_edges(net, prob, prob > self.threshold)
+            detected = _close_gaps(net, _complete_colour(net, detected))
             veils = []
             for box, k in _veils(net, detected):
                 if k == 0:  # an opaque box: into the hole
@@ -533,13 +541,21 @@ def _flat_fills(
 
 def _border_value(color: np.ndarray) -> np.ndarray | None:
     """The value (one per channel, int64) held by at least a quarter of the
-    image's outermost pixels: a scan's surround; ``None`` when none is."""
+    image's outermost pixels: a scan's surround; ``None`` when none is.
+
+    Floats (the network's input, in [0, 1]) are judged in 8-bit levels.
+    """
     edge = np.concatenate([color[0], color[-1], color[:, 0], color[:, -1]])
+    if np.issubdtype(edge.dtype, np.floating):
+        edge = np.rint(edge * 255)
     keys = edge.reshape(len(edge), -1).astype(np.int64)
-    values, counts = np.unique(keys, axis=0, return_counts=True)
+    # One integer per pixel, channel 0 the most significant (the order, and so
+    # the choice between two values held by as many pixels, of unique by rows).
+    packed = keys @ (np.int64(1) << (16 * np.arange(keys.shape[1] - 1, -1, -1, dtype=np.int64)))
+    _, first, counts = np.unique(packed, return_index=True, return_counts=True)
     if counts.max() * 4 < len(keys):
         return None
-    return values[counts.argmax()]
+    return keys[first[counts.argmax()]]
 
 
 def _surround(
@@ -805,6 +821,87 @@ def _complete_colour(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
     span = 2 * COLOUR_REACH + 1
     near = cv2.dilate(detected.view(np.uint8), np.ones((span, span), np.uint8)).view(bool)
     return detected | (keep[labels] & near)
+
+
+def _scan_edges(net: np.ndarray, prob: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """``detected`` without the groups of detections that are the scan's own edge.
+
+    The detector can take the anatomy's edge against the black surround for a
+    mark: the sharp corner of a sector (it looks like an arrowhead), or the last
+    rows of a rectangular scan a few px from the image's border. Repainted, the
+    tissue there is pulled dark by the black beside it. A group of detections
+    (those within ``VEIL_JOIN`` px of each other) is dropped when it touches the
+    surround and each of its pixels is surround, or lies in every channel within
+    ``EDGE_TOLERANCE`` of the range of the anatomy within ``EDGE_REACH`` px, or,
+    next to the surround, is no brighter than that anatomy (the anti-aliased
+    edge). Marks are brighter, darker or of another colour than the tissue beside
+    them, so one such pixel keeps the group, and with it the faint fragments of a
+    readout over bright tissue next to its clearly visible letters.
+
+    Anatomy is what the detector is sure is no mark (``EDGE_PROB``), in pieces
+    off the surround of ``EDGE_ANATOMY`` px or more: the undetected rest of a mark
+    (a letter's missed strokes, its fringe) must not vouch for its detected part.
+    White text on saturated tissue at the scan's edge can still be dropped.
+    """
+    if not detected.any():
+        return detected
+    border = _border_value(net)
+    if border is None:
+        return detected
+    # Everything happens near the detections: the box around them all, grown by
+    # EDGE_MARGIN px, in which pieces of anatomy are measured.
+    ys, xs = np.nonzero(detected.any(axis=1))[0], np.nonzero(detected.any(axis=0))[0]
+    m, h, w = EDGE_MARGIN, *detected.shape
+    box = (
+        slice(max(ys[0] - m, 0), min(ys[-1] + m + 1, h)),
+        slice(max(xs[0] - m, 0), min(xs[-1] + m + 1, w)),
+    )
+    planes = [np.ascontiguousarray(net[box][..., c]) for c in range(net.shape[-1])]
+    found = detected[box]
+    tol = np.float32(FLAT_TOLERANCE / 255)
+    surround = np.logical_and.reduce(
+        [cv2.absdiff(p, np.full_like(p, level / 255)) <= tol for p, level in zip(planes, border)]
+    )
+    joined = cv2.dilate(found.view(np.uint8), _square(VEIL_JOIN // 2))
+    count, groups = cv2.connectedComponents(joined, connectivity=8)
+    beside = cv2.dilate(surround.view(np.uint8), _square(1)).view(bool)
+    touching = np.unique(groups[found & beside])
+    if not len(touching):
+        return detected
+    rest = (~found & ~surround).view(np.uint8)
+    _, pieces, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=8)
+    large = stats[:, cv2.CC_STAT_AREA] >= EDGE_ANATOMY
+    large[0] = False
+    anatomy = large[pieces] & (prob[box] < EDGE_PROB)
+    # Judged in the box of the groups that touch the surround.
+    gy, gx = np.nonzero(found & np.isin(groups, touching))
+    r = EDGE_REACH
+    near = (
+        slice(max(gy.min() - r, 0), gy.max() + r + 1),
+        slice(max(gx.min() - r, 0), gx.max() + r + 1),
+    )
+    known = anatomy[near]
+    odd = np.zeros(known.shape, bool)
+    square = _square(r)
+    for plane in planes:
+        plane = plane[near]
+        # No anatomy within reach: nothing explains the pixel (-1 and 2 are off scale).
+        high = cv2.dilate(np.where(known, plane, np.float32(-1)), square)
+        low = cv2.erode(np.where(known, plane, np.float32(2)), square)
+        odd |= (plane > high + EDGE_TOLERANCE) | ((plane < low - EDGE_TOLERANCE) & ~beside[near])
+    if len(planes) == 3 and known.any():
+        colour = cv2.absdiff(
+            cv2.max(cv2.max(planes[0], planes[1]), planes[2])[near],
+            cv2.min(cv2.min(planes[0], planes[1]), planes[2])[near],
+        ) > np.float32(CHROMA)
+        if colour[known].mean() <= COLOUR_SHARE:  # on a grey scan colour is a mark
+            odd |= colour
+    keep = np.ones(count, bool)
+    keep[touching] = False
+    keep[groups[near][odd & found[near] & ~surround[near]]] = True
+    out = detected.copy()
+    out[box] = found & keep[groups]
+    return out
 
 
 def _close_gaps(net: np.ndarray, detected: np.ndarray) -> np.ndarray:

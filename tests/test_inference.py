@@ -770,3 +770,99 @@ def test_row_medians_match_numpy_over_each_rows_mask() -> None:
     got = _row_medians(values, mask)
     assert np.isnan(got[0])
     assert np.allclose(got[1:], [np.median(v[m]) for v, m in zip(values[1:], mask[1:])])
+
+
+class FixedDetections(BrightMarksInTwoStages):
+    """The two-stage stand-in, detecting exactly the pixels it is given."""
+
+    def __init__(self, found: np.ndarray) -> None:
+        super().__init__()
+        self.found = torch.from_numpy(found)
+
+    def detect(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.where(self.found, 10.0, -10.0)
+        return logits[None, None].expand(x.shape[0], 1, -1, -1).to(x.dtype)
+
+
+def _sector_tip() -> tuple[np.ndarray, np.ndarray]:
+    """A scan's pointed corner on black, with anti-aliased edges, and a strip of
+    detections along its lower edge: tissue, the edge and the black beyond it."""
+    rng = np.random.default_rng(9)
+    y, x = np.mgrid[:90, :120].astype(np.float32)
+    # Inside when above the lower edge and below the upper one; 1 px of ramp.
+    inside = np.clip(np.minimum(70 - y - 0.5 * x + 0.5, y - 10 + 0.3 * x + 0.5) + 0.5, 0, 1)
+    inside *= np.clip(100.5 - x, 0, 1)
+    tissue = rng.integers(110, 190, (90, 120))
+    image = np.rint(tissue * inside).astype(np.uint8)
+    edge = np.abs(70 - y - 0.5 * x) <= 2
+    strip = edge & (x > 60) & (x < 90)
+    return image, strip
+
+
+def test_a_detection_along_the_scans_own_edge_is_dropped() -> None:
+    from annot_denoise.inference import _scan_edges
+
+    image, strip = _sector_tip()
+    restorer = Restorer(FixedDetections(strip), channels=1, device=torch.device("cpu"), dilate=1)
+    result = restorer.restore([image])[0]
+    assert not result.detected.any() and not result.mask.any()
+    assert np.array_equal(result.image, image)
+    # A real mark along that edge is brighter than the tissue: it stays.
+    marked = image.copy()
+    marked[strip & (np.mgrid[:90, :120][1] % 4 == 0)] = 255
+    result = restorer.restore([marked])[0]
+    assert np.array_equal(result.detected, strip) and result.changed > 0
+    # The rule itself, on the network's input.
+    net = image[..., None].astype(np.float32) / 255
+    prob = strip.astype(np.float32)
+    assert not _scan_edges(net, prob, strip).any()
+    assert np.array_equal(_scan_edges(marked[..., None] / np.float32(255), prob, strip), strip)
+
+
+def test_what_keeps_a_detection_at_the_scans_edge() -> None:
+    from annot_denoise.inference import VEIL_JOIN, _scan_edges
+
+    image, strip = _sector_tip()
+    net = image[..., None].astype(np.float32) / 255
+    prob = strip.astype(np.float32)
+    # Only detections that touch the surround are judged: the same strip of plain
+    # tissue 10 px inside the scan stays (the network judged it a mark there).
+    inside = np.roll(strip, -10, axis=0)
+    assert np.array_equal(_scan_edges(net, inside.astype(np.float32), inside), inside)
+    # Colour on a grey scan: a mark.
+    rgb = np.repeat(net, 3, axis=2)
+    tinted = rgb.copy()
+    # Each channel within the tissue's range, but not grey.
+    tinted[strip & (net[..., 0] > 0.3)] = [0.5, 0.55, 0.6]
+    assert not _scan_edges(rgb, prob, strip).any()
+    assert np.array_equal(_scan_edges(tinted, prob, strip), strip)
+    # Darker than the tissue away from the black: a mark.
+    dark = net.copy()
+    ys, xs = np.nonzero(strip)
+    inner = strip & ~np.roll(strip, 1, axis=0)  # the strip's top row, in the tissue
+    dark[inner] = 0.1
+    assert np.array_equal(_scan_edges(dark, prob, strip), strip)
+    # A clear mark within VEIL_JOIN px keeps the strip with it (a readout's faint
+    # fragments beside its letters); one farther away does not.
+    right = xs.argmax()
+    for gap, kept in ((VEIL_JOIN, True), (VEIL_JOIN + 3, False)):
+        label = net.copy()
+        found = strip.copy()
+        at = (slice(ys[right] - 1, ys[right] + 2), slice(xs[right] + gap, xs[right] + gap + 3))
+        label[at] = 1.0
+        found[at] = True
+        assert _scan_edges(label, found.astype(np.float32), found)[strip].all() == kept
+    # The undetected rest of a mark vouches for nothing: the end of a bar on the
+    # black detected, the rest of it not (a small piece, not anatomy) ...
+    bar = net.copy()
+    bar[30:33, 84:110] = 0.98
+    end = np.zeros_like(strip)
+    end[30:33, 84:90] = True
+    assert np.array_equal(_scan_edges(bar, end.astype(np.float32), end), end)
+    # ... and neither does tissue the detector half suspects.
+    near = np.zeros_like(strip)
+    near[ys.min() - 8 : ys.max() + 9, xs.min() - 8 : xs.max() + 9] = True
+    assert np.array_equal(_scan_edges(net, np.where(near, 0.5, prob), strip), strip)
+    # No flat surround: nothing is the scan's edge.
+    noisy = net + np.random.default_rng(10).uniform(0, 0.05, net.shape).astype(np.float32)
+    assert np.array_equal(_scan_edges(noisy, prob, strip), strip)
