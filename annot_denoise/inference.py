@@ -96,6 +96,14 @@ EDGE_TOLERANCE = 4 / 255
 EDGE_PROB = 0.1  # below this the detector is sure a pixel is no mark
 EDGE_ANATOMY = 1024  # px: smaller pieces off the surround are not anatomy
 EDGE_MARGIN = 32  # px around the detections in which those pieces are measured
+# Undetected pixels of a mark's own flat value, within MARK_REACH px of it, are
+# taken in (``_complete_flat``): within MARK_TOLERANCE 8-bit levels of the value
+# most of its detected pixels hold, when that value lies MARK_CONTRAST levels or
+# more from the median of the undetected pixels around it.
+MARK_REACH = 3
+MARK_TOLERANCE = 2
+MARK_CONTRAST = 24
+MARK_SHARE = 0.05
 # Translucent boxes under readouts (``_veils``).
 VEIL_JOIN = 6  # px: marks this close belong to one group (the lines of a readout)
 VEIL_REACH = 24  # px beyond a group where the edges of its box are sought
@@ -347,7 +355,7 @@ class Restorer:
                     lambda tile, net=net: self._tiled(net, tile, self._detect)
                 )["prob"]
             detected = _scan_edges(net, prob, prob > self.threshold)
-            detected = _close_gaps(net, _complete_colour(net, detected))
+            detected = _close_gaps(net, _complete_flat(net, _complete_colour(net, detected)))
             veils = []
             for box, k in _veils(net, detected):
                 if k == 0:  # an opaque box: into the hole
@@ -901,6 +909,77 @@ def _scan_edges(net: np.ndarray, prob: np.ndarray, detected: np.ndarray) -> np.n
     keep[groups[near][odd & found[near] & ~surround[near]]] = True
     out = detected.copy()
     out[box] = found & keep[groups]
+    return out
+
+
+def _complete_flat(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """``detected`` plus the pixels near each group of marks that hold one of its
+    flat values.
+
+    Marks are drawn in flat colours (a white caliper, a grey dotted line); the
+    detector can skip a pixel of a thin line, and a single missed pixel of a
+    bright line on dark tissue costs more inside the mask than all the rest of
+    its repair. A group's values are those held by at least 3 of its detected
+    pixels and ``MARK_SHARE`` of them, held by fewer of the undetected pixels
+    within ``MARK_REACH`` px of the group (its ring: the black around a label is
+    not the label's), and lying ``MARK_CONTRAST`` levels or more from the
+    median of that ring (so a grey mark on tissue of its own grey takes nothing).
+    Undetected pixels within ``MARK_REACH`` px that hold one, within
+    ``MARK_TOLERANCE`` levels in every channel, are taken in.
+    """
+    if not detected.any():
+        return detected
+    ys, xs = np.nonzero(detected.any(axis=1))[0], np.nonzero(detected.any(axis=0))[0]
+    m, h, w = MARK_REACH, *detected.shape
+    box = (
+        slice(max(ys[0] - m, 0), min(ys[-1] + m + 1, h)),
+        slice(max(xs[0] - m, 0), min(xs[-1] + m + 1, w)),
+    )
+    found = detected[box]
+    levels = np.rint(net[box] * 255).astype(np.int64)  # 8-bit levels
+    ring = cv2.dilate(found.view(np.uint8), _square(m)).view(bool) & ~found
+    count, groups = cv2.connectedComponents((found | ring).view(np.uint8), connectivity=8)
+    # Each group's background: the median, per channel, of its ring (the middle
+    # of the group's run once sorted by group, then value).
+    rid, around = groups[ring], levels[ring]
+    starts = np.searchsorted(np.sort(rid), np.arange(count))
+    sizes = np.bincount(rid, minlength=count)
+    has = sizes > 0
+    background = np.zeros((count, levels.shape[-1]), np.int64)
+    for c in range(levels.shape[-1]):
+        order = np.lexsort((around[:, c], rid))
+        low = around[order, c][starts[has] + (sizes[has] - 1) // 2]
+        high = around[order, c][starts[has] + sizes[has] // 2]
+        background[has, c] = (low + high) // 2
+    # Each group's flat values: (group, one integer per value) pairs held often.
+    weights = np.int64(1) << (8 * np.arange(levels.shape[-1], dtype=np.int64))
+    gid = groups[found].astype(np.int64)
+    pairs, held = np.unique((gid << 32) + levels[found] @ weights, return_counts=True)
+    group_of = pairs >> 32
+    total = np.bincount(gid, minlength=count)
+    value = (pairs & 0xFFFFFFFF)[:, None] // weights % 256
+    often = (held >= 3) & (held >= MARK_SHARE * total[group_of])
+    often &= np.abs(value - background[group_of]).max(axis=1) >= MARK_CONTRAST
+    # Most of a mark's pixels are detected: a value its ring holds more often
+    # (the black around a label on the surround) is the background's.
+    outside, count_out = np.unique(
+        (rid.astype(np.int64) << 32) + around @ weights, return_counts=True
+    )
+    at = np.minimum(np.searchsorted(outside, pairs), len(outside) - 1)
+    often &= np.where(outside[at] == pairs, count_out[at], 0) < held
+    if not often.any():
+        return detected
+    group_of, value = group_of[often], value[often]
+    # A table of each group's flat values (rank k: its k-th), then per ring pixel:
+    # does it hold one of its own group's?
+    rank = np.arange(len(group_of)) - np.searchsorted(group_of, group_of)
+    table = np.full((rank.max() + 1, count, levels.shape[-1]), -1000, np.int64)
+    table[rank, group_of] = value
+    take = np.zeros(len(rid), bool)
+    for k in range(len(table)):
+        take |= np.abs(around - table[k][rid]).max(axis=1) <= MARK_TOLERANCE
+    out = detected.copy()
+    out[box][ring] |= take
     return out
 
 

@@ -866,3 +866,82 @@ def test_what_keeps_a_detection_at_the_scans_edge() -> None:
     # No flat surround: nothing is the scan's edge.
     noisy = net + np.random.default_rng(10).uniform(0, 0.05, net.shape).astype(np.float32)
     assert np.array_equal(_scan_edges(noisy, prob, strip), strip)
+
+
+def _dotted_line() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 1-px grey line (185) on dark tissue (40 to 80), and its detection with a
+    5-px gap: the middle of the gap lies 3 px from the nearest detected pixel."""
+    rng = np.random.default_rng(11)
+    image = rng.integers(40, 80, (40, 80)).astype(np.uint8)
+    line = np.zeros((40, 80), bool)
+    line[20, 10:70] = True
+    image[line] = 185
+    found = line.copy()
+    found[20, 38:43] = False
+    return image, line, found
+
+
+def test_a_marks_undetected_pixels_of_its_own_value_are_repainted() -> None:
+    image, line, found = _dotted_line()
+    restorer = Restorer(FixedDetections(found), channels=1, device=torch.device("cpu"), dilate=1)
+    result = restorer.restore([image])[0]
+    assert np.array_equal(result.detected, line)
+    assert np.all(result.image[line] < 120)  # the whole line is gone, gap included
+
+
+def test_what_counts_as_a_marks_own_value() -> None:
+    from annot_denoise.inference import MARK_CONTRAST, MARK_REACH, MARK_TOLERANCE, _complete_flat
+
+    image, line, found = _dotted_line()
+
+    def completed(img: np.ndarray, det: np.ndarray) -> np.ndarray:
+        return _complete_flat(img[..., None].astype(np.float32) / 255, det)
+
+    assert np.array_equal(completed(image, found), line)
+    # Within the tolerance, in every channel; RGB too.
+    off = image.copy()
+    off[20, 40] = 185 + MARK_TOLERANCE
+    assert completed(off, found)[20, 40]
+    off[20, 40] = 185 + MARK_TOLERANCE + 1
+    assert not completed(off, found)[20, 40]
+    rgb = np.repeat(image[..., None], 3, axis=2)
+    rgb[20, 40, 2] = 150
+    got = _complete_flat(rgb.astype(np.float32) / 255, found)
+    assert not got[20, 40] and got[20, 39] and got[20, 41]
+    # Only within MARK_REACH px of the detection.
+    far = found.copy()
+    far[20, 34:47] = False  # detected up to x = 33 and from x = 47
+    got = completed(image, far)
+    assert got[20, 33 + MARK_REACH] and not got[20, 34 + MARK_REACH : 47 - MARK_REACH].any()
+    # A value held by fewer than 3 detected pixels is no mark's.
+    short = image.copy()
+    short[30, 10:13] = 185  # a 3-px line, 2 of them detected
+    two = np.zeros_like(found)
+    two[30, 10:12] = True
+    assert np.array_equal(completed(short, two), two)
+    short[30, 13] = 185  # 4 px, 3 of them detected
+    two[30, 12] = True
+    assert completed(short, two)[30, 13]
+    # Nor is a value the pixels around the group hold more often than it does:
+    # the black around a label on the surround.
+    label = np.zeros((40, 80), np.uint8)
+    label[:, :40] = 120  # tissue, then the black surround
+    label[18:23, 30:42] = 255  # a label over the edge, mostly on the tissue
+    edges = np.zeros_like(found)
+    edges[17:24, 29:43] = True  # the label and a px around it
+    assert np.array_equal(completed(label, edges), edges)
+    # Two values in one group (a white cross on a grey line): both are its own.
+    cross = image.copy()
+    cross[16:25, 20] = cross[20, 16:25] = 255
+    both = found.copy()
+    both[16:25, 20] = True
+    both[22, 20] = False
+    both[20, 16:25] = True
+    got = completed(cross, both)
+    assert got[22, 20] and got[20, 40]
+    # A mark of the tissue's own grey takes nothing: the tissue's pixels of that
+    # grey beside it are not the mark's.
+    grey = np.full((40, 80), 100, np.uint8)
+    grey[::2, ::2] = 100 + MARK_CONTRAST - 1  # a checkered 'tissue'
+    grey[line] = 100 + MARK_CONTRAST - 1
+    assert np.array_equal(completed(grey, found), found)
