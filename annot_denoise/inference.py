@@ -579,9 +579,7 @@ def _surround(
     """
     if value is None:
         return None
-    ys, xs = np.nonzero(hard.any(axis=1))[0], np.nonzero(hard.any(axis=0))[0]
-    r = SURROUND_REACH
-    box = (slice(max(ys[0] - r, 0), ys[-1] + r + 1), slice(max(xs[0] - r, 0), xs[-1] + r + 1))
+    box = _box_around(hard, SURROUND_REACH)
     hole = hard[box]
     near = _near_value(color[box], value)
     flat = near & ~hole
@@ -639,8 +637,7 @@ def _beside_surround(hole: np.ndarray, surround: np.ndarray) -> np.ndarray:
     touching = np.unique(labels[hole & cv2.dilate(surround.view(np.uint8), _square(1)).view(bool)])
     if not len(touching):
         return taken
-    ys, xs = np.nonzero(np.isin(labels, touching))
-    box = (slice(max(ys.min() - 1, 0), ys.max() + 2), slice(max(xs.min() - 1, 0), xs.max() + 2))
+    box = _box_around(np.isin(labels, touching), 1)
     hole, surround = hole[box], surround[box]
     anatomy = ~surround & ~hole
     rows_s, rows_a = _both_ends(hole, surround, anatomy)
@@ -721,6 +718,17 @@ def _inside_anatomy(
 def _square(reach: int) -> np.ndarray:
     """A square structuring element reaching ``reach`` px from its centre."""
     return np.ones((2 * reach + 1,) * 2, np.uint8)
+
+
+def _box_around(mask: np.ndarray, reach: int = 0) -> tuple[slice, slice]:
+    """The box of ``mask``'s True pixels (there must be one), grown by ``reach``
+    px and kept inside the image."""
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    h, w = mask.shape
+    return (
+        slice(max(ys[0] - reach, 0), min(ys[-1] + reach + 1, h)),
+        slice(max(xs[0] - reach, 0), min(xs[-1] + reach + 1, w)),
+    )
 
 
 def _both_ends(
@@ -858,12 +866,7 @@ def _scan_edges(net: np.ndarray, prob: np.ndarray, detected: np.ndarray) -> np.n
         return detected
     # Everything happens near the detections: the box around them all, grown by
     # EDGE_MARGIN px, in which pieces of anatomy are measured.
-    ys, xs = np.nonzero(detected.any(axis=1))[0], np.nonzero(detected.any(axis=0))[0]
-    m, h, w = EDGE_MARGIN, *detected.shape
-    box = (
-        slice(max(ys[0] - m, 0), min(ys[-1] + m + 1, h)),
-        slice(max(xs[0] - m, 0), min(xs[-1] + m + 1, w)),
-    )
+    box = _box_around(detected, EDGE_MARGIN)
     planes = [np.ascontiguousarray(net[box][..., c]) for c in range(net.shape[-1])]
     found = detected[box]
     tol = np.float32(FLAT_TOLERANCE / 255)
@@ -882,12 +885,8 @@ def _scan_edges(net: np.ndarray, prob: np.ndarray, detected: np.ndarray) -> np.n
     large[0] = False
     anatomy = large[pieces] & (prob[box] < EDGE_PROB)
     # Judged in the box of the groups that touch the surround.
-    gy, gx = np.nonzero(found & np.isin(groups, touching))
     r = EDGE_REACH
-    near = (
-        slice(max(gy.min() - r, 0), gy.max() + r + 1),
-        slice(max(gx.min() - r, 0), gx.max() + r + 1),
-    )
+    near = _box_around(found & np.isin(groups, touching), r)
     known = anatomy[near]
     odd = np.zeros(known.shape, bool)
     square = _square(r)
@@ -929,12 +928,8 @@ def _complete_flat(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
     """
     if not detected.any():
         return detected
-    ys, xs = np.nonzero(detected.any(axis=1))[0], np.nonzero(detected.any(axis=0))[0]
-    m, h, w = MARK_REACH, *detected.shape
-    box = (
-        slice(max(ys[0] - m, 0), min(ys[-1] + m + 1, h)),
-        slice(max(xs[0] - m, 0), min(xs[-1] + m + 1, w)),
-    )
+    m = MARK_REACH
+    box = _box_around(detected, m)
     found = detected[box]
     levels = np.rint(net[box] * 255).astype(np.int64)  # 8-bit levels
     ring = cv2.dilate(found.view(np.uint8), _square(m)).view(bool) & ~found
@@ -995,8 +990,7 @@ def _close_gaps(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
     """
     if not detected.any():
         return detected
-    ys, xs = np.nonzero(detected.any(axis=1))[0], np.nonzero(detected.any(axis=0))[0]
-    box = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+    box = _box_around(detected)
     # One px of background around the detections' box: whatever touches it is open.
     free = np.pad(~detected[box], 1, constant_values=True).view(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(free, connectivity=4)
