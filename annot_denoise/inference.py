@@ -603,13 +603,17 @@ def _near_value(color: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 
 def _within(color: np.ndarray, value: np.ndarray) -> list[np.ndarray]:
-    """Per channel of ``color``: where it is within ``FLAT_TOLERANCE`` of ``value``'s.
+    """Per channel of ``color``: where it is within ``FLAT_TOLERANCE`` of ``value``'s
+    (8-bit levels; in floats, 1/255 each).
 
     One channel at a time, in the image's own dtype (a 4000x4000 scan in int64
     would take 400 MB), and against an array, not a Python float: OpenCV reads a
     float as a 4x1 array, and then fails on a 4x1 image.
     """
-    tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
+    if np.issubdtype(color.dtype, np.floating):  # the network's input, in [0, 1]
+        tol = np.float32(FLAT_TOLERANCE / 255)
+    else:
+        tol = FLAT_TOLERANCE * (257 if color.dtype == np.uint16 else 1)
     planes = [color] if color.ndim == 2 else [color[..., c] for c in range(color.shape[2])]
     return [
         cv2.absdiff(np.ascontiguousarray(plane), np.full_like(plane, level)) <= tol
@@ -810,6 +814,13 @@ def _to_layout(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     return from_float(values, like.dtype)
 
 
+def _coloured(net: np.ndarray) -> np.ndarray:
+    """Where an RGB float image's channels spread by more than ``CHROMA``."""
+    # OpenCV's per-channel max/min: ten times numpy's reductions over a 3-long axis.
+    r, g, b = cv2.split(np.ascontiguousarray(net, np.float32))
+    return cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b)) > CHROMA
+
+
 def _complete_colour(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
     """``detected`` plus the rest of every coloured patch it touches, on grey scans.
 
@@ -823,10 +834,7 @@ def _complete_colour(net: np.ndarray, detected: np.ndarray) -> np.ndarray:
     """
     if net.shape[-1] != 3 or not detected.any():
         return detected
-    # OpenCV's per-channel max/min: ten times numpy's reductions over a 3-long axis.
-    r, g, b = cv2.split(np.ascontiguousarray(net, np.float32))
-    spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
-    colour = spread > CHROMA
+    colour = _coloured(net)
     touched = colour & detected
     if not touched.any() or colour.mean() >= COLOUR_SHARE:
         return detected
@@ -869,10 +877,7 @@ def _scan_edges(net: np.ndarray, prob: np.ndarray, detected: np.ndarray) -> np.n
     box = _box_around(detected, EDGE_MARGIN)
     planes = [np.ascontiguousarray(net[box][..., c]) for c in range(net.shape[-1])]
     found = detected[box]
-    tol = np.float32(FLAT_TOLERANCE / 255)
-    surround = np.logical_and.reduce(
-        [cv2.absdiff(p, np.full_like(p, level / 255)) <= tol for p, level in zip(planes, border)]
-    )
+    surround = _near_value(net[box], border / 255)
     joined = cv2.dilate(found.view(np.uint8), _square(VEIL_JOIN // 2))
     count, groups = cv2.connectedComponents(joined, connectivity=8)
     beside = cv2.dilate(surround.view(np.uint8), _square(1)).view(bool)
@@ -897,10 +902,7 @@ def _scan_edges(net: np.ndarray, prob: np.ndarray, detected: np.ndarray) -> np.n
         low = cv2.erode(np.where(known, plane, np.float32(2)), square)
         odd |= (plane > high + EDGE_TOLERANCE) | ((plane < low - EDGE_TOLERANCE) & ~beside[near])
     if len(planes) == 3 and known.any():
-        colour = cv2.absdiff(
-            cv2.max(cv2.max(planes[0], planes[1]), planes[2])[near],
-            cv2.min(cv2.min(planes[0], planes[1]), planes[2])[near],
-        ) > np.float32(CHROMA)
+        colour = _coloured(net[box][near])
         if colour[known].mean() <= COLOUR_SHARE:  # on a grey scan colour is a mark
             odd |= colour
     keep = np.ones(count, bool)
