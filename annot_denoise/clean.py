@@ -27,6 +27,7 @@ import numpy as np
 
 from annot_denoise import __version__, dicom
 from annot_denoise.distributed import from_env, shard
+from annot_denoise.guard import UnsafeOutputError, WriteGuard
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
     IMAGE_SUFFIXES,
@@ -130,7 +131,11 @@ def _attach_masks(scan: Scan, path: Path, given: list[Path]) -> Scan:
 
 def _read_mask(mask: Path, path: Path, size: tuple[int, ...]) -> np.ndarray:
     values, _ = split_alpha(read_image(mask))  # alpha is not the mask
-    hole = (values.max(axis=2) if values.ndim == 3 else values) > 0
+    if values.ndim == 3 and (values != values[..., :1]).any():
+        raise ImageReadError(
+            path, f"its mask {mask} is not a mask: its colour channels differ (a colour image?)"
+        )
+    hole = (values[..., 0] if values.ndim == 3 else values) > 0
     if hole.shape != size:
         raise ImageReadError(
             path,
@@ -241,15 +246,22 @@ def clean(
     plan = plan_outputs(inputs, out)
     if masks is not None:
         plan = _without_masks(plan, Path(inputs), masks)
+    guard = _guard(Path(inputs), Path(out), masks, plan)
     plan = shard(plan, world)
     report = CleanReport(Path(out))
-    todo = [(s, d) for s, d in plan if overwrite or not d.exists()]
-    report.skipped = len(plan) - len(todo)
+    todo = []
+    for src, dst in plan:
+        if why := guard.problem(dst):
+            report.failed.append(why)
+            log.error("%s", why)
+        elif overwrite or not dst.exists():
+            todo.append((src, dst))
+    report.skipped = len(plan) - len(todo) - len(report.failed)
     suffix = f".rank{world.rank}" if world.distributed else ""
     preview = preview if world.main else 0
     if report.skipped:
         log.info("skipping %d images whose output exists (--overwrite to redo)", report.skipped)
-    Path(out).mkdir(parents=True, exist_ok=True)
+    guard.make_dirs(Path(out))
     # A killed run leaves its in-flight writes behind as hidden temporaries: sweep those
     # of this rank's own files (another rank's may still be in flight).
     outputs = {d for _, d in plan}
@@ -263,7 +275,7 @@ def clean(
         frame = _FRAME_MASK.search(path.name)
         return bool(frame) and path.with_name(path.name[: frame.start()]) in outputs
 
-    if removed := remove_stale_temporaries(out, owns):
+    if removed := remove_stale_temporaries(out, owns, guard):
         log.info("removed %d temporary files left by an interrupted run", removed)
     rows: dict[str, dict] = {}
     description = f"annotations removed by annot-denoise {__version__}" + (
@@ -291,7 +303,7 @@ def clean(
                     sheet.append([thumbnail(scan.frames[0]), thumbnail(done[0].image)])
                     if done[0].mask is not None:
                         sheet[-1].append(thumbnail(done[0].mask))
-                job = (dst, scan, done, save_mask, description, clear_burned_in)
+                job = (dst, scan, done, save_mask, description, clear_burned_in, guard)
                 writes.append((src, pool.submit(_write, *job)))
                 report.outputs.append(dst)
                 holes = [r.mask for r in done if r.mask is not None]
@@ -318,11 +330,17 @@ def clean(
                 else ""
             )
             candidates = mask_candidates(masks, relative)
-            found = [c for c in candidates if c.is_file()]
+            # A scan being cleaned is never a mask (--masks INPUT, where NAME is the scan).
+            own = [c for c in candidates if guard.is_input(c)]
+            found = [c for c in candidates if c.is_file() and c not in own]
             if not found:
                 names = ", ".join(c.relative_to(masks).as_posix() for c in candidates)
+                also = "; ".join(f"{c.name} is a scan, not a mask" for c in own)
                 raise ImageReadError(
-                    src, f"no mask for it under {masks} (looked for {names}){partly}"
+                    src,
+                    f"no mask for it under {masks} (looked for {names}"
+                    + (f"; {also}" if also else "")
+                    + f"){partly}",
                 )
             if partly:
                 log.warning("%s: one mask for every frame%s", src, partly)
@@ -354,15 +372,15 @@ def clean(
             try:
                 fut.result()
                 report.processed += 1
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, UnsafeOutputError) as exc:
                 report.failed.append(f"{src}: cannot write output ({exc})")
                 log.error("%s: cannot write output (%s)", src, exc)
     report.seconds = time.perf_counter() - started
     if report_csv:
-        _write_csv_report(Path(out) / f"clean_report{suffix}.csv", rows)
+        _write_csv_report(Path(out) / f"clean_report{suffix}.csv", rows, guard)
     if sheet:
         labels = ["before", "after", "mask"][: len(sheet[0])]
-        write_image(Path(out) / "clean_preview.png", contact_sheet(sheet, labels=labels))
+        write_image(Path(out) / "clean_preview.png", contact_sheet(sheet, labels=labels), guard)
     record = {
         "version": __version__,
         "inputs": str(inputs),
@@ -381,7 +399,7 @@ def clean(
         "seconds": round(report.seconds, 2),
         **(meta or {}),
     }
-    atomic_write_text(Path(out) / f"clean_run{suffix}.json", json.dumps(record, indent=2))
+    atomic_write_text(Path(out) / f"clean_run{suffix}.json", json.dumps(record, indent=2), guard)
     return report
 
 
@@ -392,23 +410,24 @@ def _write(
     save_mask: bool,
     description: str,
     clear_burned_in: bool,
+    guard: WriteGuard,
 ) -> None:
     # Masks first: an existing output then always has its masks (resume skips it).
     if save_mask:
         for k, result in enumerate(results):
             frame = k if len(results) > 1 else None
-            write_image(mask_path(dst, frame), result.mask.astype(np.uint8) * 255)
+            write_image(mask_path(dst, frame), result.mask.astype(np.uint8) * 255, guard)
     if scan.dicom is None:
-        write_image(dst, results[0].image)
+        write_image(dst, results[0].image, guard)
         return
     frames = np.stack([r.image for r in results])
     data = dicom.encode(
         scan.dicom, frames, description=description, clear_burned_in=clear_burned_in
     )
-    atomic_write_bytes(dst, data)
+    atomic_write_bytes(dst, data, guard)
 
 
-def _write_csv_report(path: Path, rows: dict[str, dict]) -> None:
+def _write_csv_report(path: Path, rows: dict[str, dict], guard: WriteGuard) -> None:
     """Per-image changed-pixel fractions, merged with an earlier (interrupted) run's."""
     merged: dict[str, dict] = {}
     if path.is_file():
@@ -419,7 +438,22 @@ def _write_csv_report(path: Path, rows: dict[str, dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=["image", "changed_fraction", "mask_fraction"])
     writer.writeheader()
     writer.writerows(merged[k] for k in sorted(merged))
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue(), guard)
+
+
+def _guard(
+    inputs: Path, out: Path, masks: Path | None, plan: list[tuple[Path, Path]]
+) -> WriteGuard:
+    """What no write of this job may touch: the input tree, the masks, every input file."""
+    folders = [inputs] * inputs.is_dir() + [masks] * (masks is not None)
+    guard = WriteGuard.protecting(folders, [src for src, _ in plan])
+    if guard.problem(out / "clean_run.json"):
+        raise CleanError(
+            f"output folder {out} resolves into the input folder {inputs}"
+            + (f" or the masks {masks}" if masks is not None else "")
+            + " (through a link or a mount); choose another -o"
+        )
+    return guard
 
 
 def _prefetch(

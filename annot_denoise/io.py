@@ -10,6 +10,7 @@ Writes are atomic: a temporary file in the destination folder, then ``os.replace
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -24,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from annot_denoise.guard import WriteGuard, identity
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -219,14 +222,15 @@ def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
         raise ImageReadError(path, f"image too large ({exc})") from None
 
 
-def write_image(path: Path | str, image: np.ndarray) -> None:
+def write_image(path: Path | str, image: np.ndarray, guard: WriteGuard | None = None) -> None:
     """Encode ``image`` in the format named by ``path``'s suffix, atomically.
 
     PNG and TIFF keep 8 or 16 bits; JPEG is written at quality 95 and refuses
-    16-bit data rather than silently dropping bits.
+    16-bit data rather than silently dropping bits. ``guard``: as for
+    :func:`atomic_write_bytes`.
     """
     path = Path(path)
-    atomic_write_bytes(path, encode_image(image, path.suffix))
+    atomic_write_bytes(path, encode_image(image, path.suffix), guard)
 
 
 def encode_image(image: np.ndarray, suffix: str) -> bytes:
@@ -261,30 +265,64 @@ def encode_image(image: np.ndarray, suffix: str) -> bytes:
     return buf.tobytes()
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash never leaves a partial file there."""
+def atomic_write_bytes(path: Path | str, data: bytes, guard: WriteGuard | None = None) -> None:
+    """Write ``data`` to ``path`` so that a crash never leaves a partial file there.
+
+    With a ``guard``, missing folders are created only outside the protected
+    ones, and the folder the file is written into is checked by identity after it
+    is opened: what is written is where it was checked (no link or mount swapped
+    in between can redirect it into the input tree).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if guard is not None:
+        guard.make_dirs(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f".{path.name}.{secrets.token_hex(8)}.tmp"
+    if os.name != "posix":  # no dir_fd: the check is on the path, just before the write
+        if guard is not None:
+            guard.check_folder(path.parent.stat(), path)
+        _write_and_replace(path.parent / tmp, path, data, {})
+        return
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if guard is not None:
+            guard.check_folder(os.fstat(folder), path)
+        _write_and_replace(Path(tmp), Path(path.name), data, {"dir_fd": folder})
+    finally:
+        os.close(folder)
+
+
+def _write_and_replace(tmp: Path, path: Path, data: bytes, at: dict) -> None:
     # os.open with 0o666 honours the umask; mkstemp would leave the file 0600.
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666, **at)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
+        folder = at.get("dir_fd")
+        os.replace(tmp, path, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, **at)
         raise
 
 
-def remove_stale_temporaries(folder: Path | str, finals: set[Path] | Callable[[Path], bool]) -> int:
+def remove_stale_temporaries(
+    folder: Path | str,
+    finals: set[Path] | Callable[[Path], bool],
+    guard: WriteGuard | None = None,
+) -> int:
     """Delete the ``.NAME.<hex>.tmp`` files that killed writes of ``finals`` (a set of
     paths, or a test of a path when the names are not all known in advance) left
     under ``folder`` (one walk); returns how many. Only for files this process
-    owns: a temporary of another live writer is not stale."""
+    owns: a temporary of another live writer is not stale. Folders ``guard``
+    protects (an input tree mounted inside ``folder``) are not entered."""
     owns = finals if callable(finals) else finals.__contains__
     removed = 0
-    for dirpath, _, names in os.walk(folder):
+    for dirpath, dirnames, names in os.walk(folder):
+        if guard is not None:
+            dirnames[:] = [d for d in dirnames if not _protected(guard, Path(dirpath) / d)]
         for name in names:
             match = _TEMP_NAME.match(name)
             if match and owns(Path(dirpath) / match["name"]):
@@ -293,16 +331,23 @@ def remove_stale_temporaries(folder: Path | str, finals: set[Path] | Callable[[P
     return removed
 
 
+def _protected(guard: WriteGuard, folder: Path) -> bool:
+    try:
+        return identity(folder.stat()) in guard.dirs
+    except OSError:
+        return True
+
+
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}\.tmp$")
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
+def atomic_write_text(path: Path | str, text: str, guard: WriteGuard | None = None) -> None:
     """Text flavour of :func:`atomic_write_bytes` (UTF-8).
 
     File names that are not UTF-8 (decoded by Python with surrogate escapes) are
     written back as the bytes the file system has, instead of failing.
     """
-    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"), guard)
 
 
 def to_float(image: np.ndarray) -> np.ndarray:

@@ -241,3 +241,38 @@ def test_given_masks_beside_the_scans_are_not_scans(tmp_path: Path) -> None:
     (tmp_path / "in2").mkdir()
     with pytest.raises(CleanError, match="overwrite the given masks"):
         clean(tmp_path / "in", tmp_path / "in2", r, masks=tmp_path / "in2", save_mask=True)
+
+
+def test_a_scan_is_never_its_own_mask(tmp_path: Path) -> None:
+    """--masks INPUT with no mask files there: each scan was taken as its own mask
+    (most of every image repainted, exit 0). Now each is a 'no mask' line."""
+    from standins import BrightMarksInTwoStages
+
+    r = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "sub/b.jpg", "c.tif"):
+        write_image(tmp_path / "in" / name, (rng.random((40, 50, 3)) * 255).astype(np.uint8))
+    # scan.jpg -> scan.png would find another scan of the same stem: not a mask either.
+    write_image(tmp_path / "in" / "sub" / "b.png", np.zeros((40, 50), np.uint8))
+    report = clean(tmp_path / "in", tmp_path / "out", r, masks=tmp_path / "in")
+    assert report.processed == 0 and len(report.failed) == 4
+    assert all("no mask for it" in line for line in report.failed)
+    assert any("b.png is a scan, not a mask" in line for line in report.failed)
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.suffix != ".json"]
+
+
+def test_a_mask_must_be_one_channel_or_equal_channels(tmp_path: Path) -> None:
+    from standins import BrightMarksInTwoStages
+
+    r = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    scan = (rng.random((40, 50, 3)) * 255).astype(np.uint8)
+    write_image(tmp_path / "in" / "colour.png", scan)
+    write_image(tmp_path / "in" / "grey_rgb.png", scan)
+    write_image(tmp_path / "masks" / "colour.png", scan)  # a scan given as a mask
+    grey = np.zeros((40, 50, 3), np.uint8)
+    grey[10:12, 5:45] = 255
+    write_image(tmp_path / "masks" / "grey_rgb.png", grey)  # RGB with equal channels is fine
+    report = clean(tmp_path / "in", tmp_path / "out", r, masks=tmp_path / "masks")
+    assert report.processed == 1 and len(report.failed) == 1
+    assert "colour.png" in report.failed[0] and "not a mask" in report.failed[0]

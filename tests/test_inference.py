@@ -7,25 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from standins import BrightMarksInTwoStages, MarksAreBright
 from torch import nn
 
 from annot_denoise.checkpoint import load_model
 from annot_denoise.inference import Restorer
 from annot_denoise.phantom import make_phantom
-
-
-class MarksAreBright(nn.Module):
-    """A stand-in mask-aware network: 'annotation' wherever the first channel is
-    above 0.9, content a flat 0.25 grey. Lets tests check exactly what is written."""
-
-    residual = True
-    predicts_mask = True
-
-    def forward(self, x: torch.Tensor, threshold=0.5, dilate=2) -> dict[str, torch.Tensor]:
-        logits = torch.where(x[:, :1] > 0.9, 10.0, -10.0)
-        content = torch.full_like(x, 0.25)
-        m = torch.sigmoid(logits)
-        return {"output": x * (1 - m) + content * m, "mask_logits": logits, "content": content}
 
 
 def _restorer(channels: int = 3, **kw) -> Restorer:
@@ -622,21 +609,6 @@ def test_grey_arrays_with_a_channel_axis_come_back_in_that_shape(channels) -> No
     assert result.mask[40:43, 20:60].all()
     assert np.array_equal(result.image[~result.mask], marked[~result.mask])
     assert np.all(np.abs(result.image[40:43, 20:60].astype(int) - round(0.25 * top)) <= 1)
-
-
-class BrightMarksInTwoStages(MarksAreBright):
-    """The stand-in with the two stages of ``maskunet``: the same detection, and
-    holes painted with the mean of the known pixels of the crop, so a test can see
-    what the inpainter was shown around them."""
-
-    def detect(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)["mask_logits"]
-
-    def inpaint(self, x: torch.Tensor, detected: torch.Tensor, dilate: int = 2):
-        hole = torch.nn.functional.max_pool2d(detected, 2 * dilate + 1, 1, dilate)
-        known = 1 - hole
-        mean = (x * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1)
-        return x * known + mean * hole, hole
 
 
 def _veiled_readout(channels: int, dtype, k: float = 0.4) -> tuple[np.ndarray, np.ndarray]:

@@ -518,7 +518,7 @@ def test_list_images_empty_folder(tmp_path: Path) -> None:
 def test_failed_replace_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(src, dst):
+    def crash(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
@@ -534,7 +534,7 @@ def test_interrupted_write_keeps_the_old_file(
     old = textured(8, 8, seed=1)
     write_image(path, old)
 
-    def interrupt(src, dst):
+    def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", interrupt)

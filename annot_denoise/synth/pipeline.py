@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from annot_denoise.guard import UnsafeOutputError, WriteGuard
 from annot_denoise.io import (
     ImageReadError,
     atomic_write_text,
@@ -174,6 +175,13 @@ def synth(
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
     sources = _sources(clean_dir, out_dir)
     root = clean_dir if clean_dir.is_dir() else clean_dir.parent
+    # Folders only: every output is a new .png name, replaced, never written through.
+    guard = WriteGuard.protecting([clean_dir] if clean_dir.is_dir() else [])
+    if guard.problem(out_dir / "manifest.jsonl"):
+        raise SynthError(
+            f"output folder {out_dir} resolves into the input folder {clean_dir} "
+            "(through a link or a mount); choose another folder"
+        )
     plan = output_names(sources, root, copies, [_frames(src) for src in sources])
     # Jobs by source file, so a cine loop is decoded once per job rather than once
     # per frame; a file's outputs are split over the workers (many copies, or a
@@ -186,7 +194,7 @@ def synth(
         rel, size = src.relative_to(root).as_posix(), -(-len(items) // max(1, workers))
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
-            jobs.append((str(src), rel, chunk, drawer, seed, colors, str(out_dir)))
+            jobs.append((str(src), rel, chunk, drawer, seed, colors, str(out_dir), guard))
     report, rows = SynthReport(out_dir), []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
@@ -203,7 +211,7 @@ def synth(
         if pool:
             pool.shutdown(cancel_futures=True)
     manifest = "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["output"]))
-    atomic_write_text(out_dir / "manifest.jsonl", manifest)
+    atomic_write_text(out_dir / "manifest.jsonl", manifest, guard)
     settings = {
         "clean_dir": str(clean_dir),
         "drawer": drawer,
@@ -213,7 +221,7 @@ def synth(
         "written": report.written,
         "failed": report.failed,
     }
-    atomic_write_text(out_dir / "synth.json", json.dumps(settings, indent=2))
+    atomic_write_text(out_dir / "synth.json", json.dumps(settings, indent=2), guard)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -273,7 +281,7 @@ def _sources(clean_dir: Path, out_dir: Path) -> list[Path]:
 def _synth_one(job: tuple) -> tuple[list[dict], str | None]:
     """Worker: read one source, draw and write each of its outputs (every copy of
     every frame); a source that cannot be read comes back as one line."""
-    src, rel, items, drawer, seed, colors, out_dir = job
+    src, rel, items, drawer, seed, colors, out_dir, guard = job
     try:
         frames = read_frames(src)
     except ImageReadError as exc:
@@ -289,9 +297,12 @@ def _synth_one(job: tuple) -> tuple[list[dict], str | None]:
         clean, annotated, mask, params = annotate(
             image, drawer, item_rng(seed, name, copy), colors=colors
         )
-        write_image(out / "clean" / name, clean)
-        write_image(out / "annotated" / name, annotated)
-        write_image(out / "masks" / name, mask.astype(np.uint8) * 255)
+        try:
+            write_image(out / "clean" / name, clean, guard)
+            write_image(out / "annotated" / name, annotated, guard)
+            write_image(out / "masks" / name, mask.astype(np.uint8) * 255, guard)
+        except (OSError, UnsafeOutputError) as exc:
+            return rows, f"{src}: cannot write {name} ({exc})"
         rows.append({
             "output": name,
             "source": rel,
