@@ -372,7 +372,7 @@ def clean(
             try:
                 fut.result()
                 report.processed += 1
-            except (OSError, ValueError, UnsafeOutputError) as exc:
+            except Exception as exc:  # one file's failed write never ends the batch
                 report.failed.append(f"{src}: cannot write output ({exc})")
                 log.error("%s: cannot write output (%s)", src, exc)
     report.seconds = time.perf_counter() - started

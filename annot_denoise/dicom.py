@@ -28,6 +28,7 @@ import copy
 import io
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,23 @@ def is_dicom_path(path: Path) -> bool:
 
 def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
     """Decode DICOM bytes; every failure is an :class:`ImageReadError` naming ``path``."""
+    return _one_line_errors(_decode, data, path)
+
+
+def _one_line_errors(fn: Callable[..., Any], data: Any, path: Path | str) -> Any:
+    """``fn(data, path)``, with anything a malformed file makes pydicom or numpy raise
+    turned into one :class:`ImageReadError`: a bad file must never end a batch."""
+    try:
+        return fn(data, path)
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(
+            path, f"malformed DICOM ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+
+
+def _decode(data: bytes, path: Path | str) -> DicomScan:
     pydicom = _pydicom(path)
     from pydicom.errors import InvalidDicomError
 
@@ -92,11 +110,19 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
         frames_count = int(getattr(ds, "NumberOfFrames", 1) or 1)
         allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
         signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+        samples = int(getattr(ds, "SamplesPerPixel", 1))
     except (AttributeError, ValueError, TypeError) as exc:
         raise ImageReadError(path, f"DICOM pixel description incomplete ({exc})") from None
     if photometric not in _MONO + _COLOUR:
         raise ImageReadError(
             path, f"DICOM photometric interpretation {photometric!r} is not supported"
+        )
+    colour = photometric in _COLOUR
+    if samples != (3 if colour else 1):
+        raise ImageReadError(
+            path,
+            f"DICOM header contradicts itself: photometric interpretation {photometric} "
+            f"but Samples per Pixel {samples} ({photometric} has {3 if colour else 1})",
         )
     if allocated not in (8, 16) or not 1 <= stored <= allocated:
         raise ImageReadError(
@@ -119,8 +145,14 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
         raise ImageReadError(
             path, f"truncated or corrupt DICOM pixel data ({_first_line(exc)})"
         ) from None
-    colour = photometric in _COLOUR
-    arr = arr.reshape((frames_count, rows, cols, 3) if colour else (frames_count, rows, cols))
+    shape = (frames_count, rows, cols, 3) if colour else (frames_count, rows, cols)
+    if arr.size != np.prod(shape):
+        raise ImageReadError(
+            path,
+            f"DICOM pixel data holds {arr.size} values; its header describes {np.prod(shape)} "
+            f"({frames_count} frame(s) of {cols}x{rows}, {samples} sample(s) per pixel)",
+        )
+    arr = arr.reshape(shape)
     frames = _to_unsigned(arr, stored, signed, allocated)
     inverted = photometric == "MONOCHROME1"
     if inverted:
@@ -131,6 +163,10 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> DicomScan:
 
 def header(path: Path | str) -> tuple[int, int, int]:
     """(width, height, frames) from the header, without the pixel data."""
+    return _one_line_errors(_header, path, path)
+
+
+def _header(path: Path | str, _: Path | str) -> tuple[int, int, int]:
     pydicom = _pydicom(path)
     from pydicom.errors import InvalidDicomError
 

@@ -220,6 +220,9 @@ def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
         raise ImageReadError(path, reason) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(path, f"image too large ({exc})") from None
+    except Exception as exc:  # a decoder's surprise on a crafted file must not end a batch
+        first = str(exc).split("\n")[0][:200]
+        raise ImageReadError(path, f"cannot decode ({type(exc).__name__}: {first})") from None
 
 
 def write_image(path: Path | str, image: np.ndarray, guard: WriteGuard | None = None) -> None:

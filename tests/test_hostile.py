@@ -42,7 +42,7 @@ def png_with_header(width: int, height: int, idat: bytes) -> bytes:
     )
 
 
-def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2") -> bytes | None:
+def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", **elements) -> bytes | None:
     try:
         from pydicom.dataset import Dataset, FileMetaDataset
         from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -55,8 +55,12 @@ def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2") -> bytes |
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.set_pixel_data(pixels, "MONOCHROME2", 8, generate_instance_uid=False)
+    ds.set_pixel_data(
+        pixels, "MONOCHROME2" if pixels.ndim == 2 else "RGB", 8, generate_instance_uid=False
+    )
     ds.PhotometricInterpretation = photometric
+    for name, value in elements.items():  # header values that lie about the pixels
+        setattr(ds, name, value)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
@@ -112,6 +116,16 @@ def build_corpus(root: Path) -> tuple[dict[str, str], dict[str, tuple]]:
         put("truncated.dcm", dcm[: len(dcm) - 2000], "truncated|corrupt|not a readable")
         put("palette.dcm", dicom_bytes(scan, "PALETTE COLOR"), "PALETTE COLOR")
         put("header_only.dcm", dcm[:300], "without pixel data|not a readable|truncated")
+        long = dicom_bytes(scan, PixelData=bytes(2 * scan.size))
+        put("pixels_longer_than_header.dcm", long, "holds 10240 values; its header describes 5120")
+        rgb = np.repeat(scan[..., None], 3, axis=2)
+        put("rgb_called_grey.dcm", dicom_bytes(rgb, "MONOCHROME2"), "contradicts itself")
+        put("grey_called_rgb.dcm", dicom_bytes(scan, "RGB"), "contradicts itself")
+        put(
+            "frames_lie.dcm",
+            dicom_bytes(scan, NumberOfFrames=7),
+            "truncated or corrupt|multi-frame",
+        )
 
     good: dict[str, tuple] = {}
     for name, image in {
