@@ -27,7 +27,7 @@ import numpy as np
 
 from annot_denoise import __version__, dicom
 from annot_denoise.distributed import from_env, shard
-from annot_denoise.guard import UnsafeOutputError, WriteGuard
+from annot_denoise.guard import WriteGuard
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
     IMAGE_SUFFIXES,

@@ -184,9 +184,6 @@ def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
         raise ImageReadError(path, "empty file (0 bytes)")
     if is_dicom(data, path):
         return _single_dicom_frame(data, path)
-    if _is_png_16bit_color(data):
-        # Pillow reduces 16-bit colour PNGs to 8 bits; OpenCV keeps all 16.
-        return _decode_with_opencv(data, path)
     try:
         with warnings.catch_warnings():
             # Pillow warns about damage (corrupt EXIF, ...) it works around; we report
@@ -195,6 +192,10 @@ def decode_image(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 _check_size(img.width, img.height, path)
+                _check_single_frame(img, path)
+                if _is_png_16bit_color(data):
+                    # Pillow reduces 16-bit colour PNGs to 8 bits; OpenCV keeps all 16.
+                    return _decode_with_opencv(data, path)
                 if (
                     img.format == "TIFF"
                     and img.mode in ("RGB", "RGBA")
@@ -437,6 +438,24 @@ def _check_size(width: int, height: int, path: Path | str) -> None:
             path,
             f"image too large: {width}x{height} = {width * height / 1e6:.0f} Mpx "
             f"(limit {MAX_PIXELS / 1e6:.0f} Mpx; a decompression bomb or a corrupt header)",
+        )
+
+
+# Formats whose extra frames are frames of the scan (a multi-page TIFF stack, an
+# animated PNG or WebP). A JPEG's extra images (MPO) are previews of the same
+# picture, and the primary image is the picture.
+_FRAME_FORMATS = {"TIFF": "TIFF", "PNG": "PNG (APNG)", "WEBP": "WebP"}
+
+
+def _check_single_frame(img: Image.Image, path: Path | str) -> None:
+    """Refuse a file of several frames rather than clean its first and drop the rest."""
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format in _FRAME_FORMATS:
+        raise ImageReadError(
+            path,
+            f"multi-frame {_FRAME_FORMATS[img.format]} ({frames} frames): only its first "
+            "frame could be cleaned and the rest would be lost; save each frame as its own "
+            "file, or the loop as DICOM (every frame of a DICOM cine loop is cleaned)",
         )
 
 

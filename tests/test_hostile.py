@@ -99,6 +99,15 @@ def build_corpus(root: Path) -> tuple[dict[str, str], dict[str, tuple]]:
     buf = io.BytesIO()
     Image.fromarray(np.full((8, 8), 1 << 20, np.int32)).save(buf, "TIFF")
     put("int32.tif", buf.getvalue(), "outside 0..65535")
+    pages = [Image.fromarray(np.roll(scan, 7 * k, axis=1)) for k in range(3)]
+    for name, fmt, options in [
+        ("stack.tif", "TIFF", {}),
+        ("cine.png", "PNG", {}),  # animated PNG
+        ("cine.webp", "WEBP", {"lossless": True}),
+    ]:
+        buf = io.BytesIO()
+        pages[0].save(buf, fmt, save_all=True, append_images=pages[1:], **options)
+        put(name, buf.getvalue(), "multi-frame .*3 frames.*rest would be lost")
     put(os.fsdecode(b"latin1_\xe9t\xe9.png"), b"junk", "not an image")  # not UTF-8
     put("ünï cödé 超声 scan.png", b"junk", "not an image")
     os.symlink(root / "gone.png", root / "dangling.png")
