@@ -239,6 +239,8 @@ def clean(
             "--save-mask needs a mask-aware model (model.arch: maskunet); this checkpoint "
             "has no mask head"
         )
+    if Path(out).exists() and not Path(out).is_dir():
+        raise CleanError(f"-o {out}: is a file, not a folder")
     progress = progress or Progress()
     started = time.perf_counter()
     world = from_env()

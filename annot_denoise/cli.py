@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from annot_denoise import __version__
+from annot_denoise.io import printable
 
 app = typer.Typer(
     name="annot-denoise",
@@ -28,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console()
+out = Console(markup=False)  # what it prints holds paths: "[b]" in a name is text
 log = logging.getLogger("annot_denoise")
 
 NoProgress = Annotated[
@@ -46,6 +47,8 @@ def _user_errors() -> dict[type, int]:
     from annot_denoise.clean import CleanError
     from annot_denoise.config import ConfigError
     from annot_denoise.data import DatasetError
+    from annot_denoise.guard import UnsafeOutputError
+    from annot_denoise.io import ImageReadError
     from annot_denoise.rundir import RunFolderError
     from annot_denoise.runtime import DeviceError
     from annot_denoise.synth.pipeline import SynthError
@@ -60,18 +63,36 @@ def _user_errors() -> dict[type, int]:
         SynthError: 1,
         TrainingError: 1,
         RunFolderError: 1,
-        FileNotFoundError: 1,
+        ImageReadError: 1,
+        UnsafeOutputError: 1,
+        OSError: 1,  # a full disk, an output path that is a file, a folder we may not write
     }
 
 
+def _message(exc: Exception) -> str:
+    """What the user reads: an OS error as 'path: reason', anything else as it says."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def error_line(text: str) -> None:
+    """One red 'error:' line per line of ``text``; names in it are shown, never obeyed
+    (no markup, no terminal control characters)."""
+    for line in text.splitlines() or [""]:
+        console.print("[red]error:[/red] ", end="", soft_wrap=True)
+        console.print(printable(line), markup=False, highlight=False, soft_wrap=True)
+
+
 def friendly(fn: Callable) -> Callable:
-    """Turn the user-fixable exceptions into one red line and an exit code."""
+    """Turn the user-fixable exceptions into one red line and an exit code; anything
+    else is a bug, said in one line too (with --verbose, its traceback)."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
+        except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except KeyboardInterrupt:
             console.print("[red]interrupted[/red]; run the same command again to resume")
@@ -79,10 +100,15 @@ def friendly(fn: Callable) -> Callable:
         except Exception as exc:
             for kind, code in _user_errors().items():
                 if isinstance(exc, kind):
-                    for line in str(exc).splitlines():
-                        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+                    error_line(_message(exc))
                     raise typer.Exit(code) from None
-            raise
+            if log.isEnabledFor(logging.DEBUG):
+                raise
+            error_line(
+                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                " (a bug in annot-denoise: please report it; --verbose shows where it happened)"
+            )
+            raise typer.Exit(3) from None
 
     return wrapper
 
@@ -118,7 +144,9 @@ class _LineHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         prefix = self.PREFIX.get(record.levelno, "")
         console.print(prefix, end="", soft_wrap=True)
-        console.print(record.getMessage(), markup=False, highlight=False, soft_wrap=True)
+        # A file name cannot start a line of its own or steer the terminal.
+        text = printable(record.getMessage(), newlines=True)
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _progress(no_progress: bool):
@@ -291,7 +319,7 @@ def init_config_cmd(
     from annot_denoise.io import atomic_write_text
 
     if path.exists() and not force:
-        console.print(f"[red]error:[/red] {path} exists; pass --force to overwrite it")
+        error_line(f"{path} exists; pass --force to overwrite it")
         raise typer.Exit(1)
     atomic_write_text(path, commented_defaults())
     out.print(f"wrote {path}")

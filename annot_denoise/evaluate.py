@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from annot_denoise.baselines import BASELINES
-from annot_denoise.data import check_pairs, find_pairs, read_pair
+from annot_denoise.data import DatasetError, check_pairs, find_pairs, read_pair
+from annot_denoise.guard import WriteGuard
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
     ImageReadError,
@@ -58,6 +59,19 @@ class EvalReport:
         return not self.failed
 
 
+def _check_out_dir(data_dir: Path, out_dir: Path) -> None:
+    """Refuse, before any work, a report folder that is a file or lies among the pairs
+    (its contact sheet would become a scan of the next run)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(f"-o {out_dir}: is a file, not a folder")
+    pairs = [data_dir / sub for sub in ("clean", "annotated", "masks")]
+    if WriteGuard.protecting(p for p in pairs if p.is_dir()).problem(out_dir / "report.json"):
+        raise DatasetError(
+            f"-o {out_dir}: lies inside the pairs under {data_dir} (clean/, annotated/ or "
+            "masks/, by name, link or mount); choose another folder"
+        )
+
+
 def evaluate(
     data_dir: Path,
     models: dict[str, Restorer],
@@ -78,6 +92,7 @@ def evaluate(
     mask, i.e. what a perfect detector would score."""
     progress = progress or Progress()
     started = time.perf_counter()
+    _check_out_dir(Path(data_dir), Path(out_dir))
     pairs, failed = check_pairs(find_pairs(data_dir))
     for line in failed:
         log.error("%s", line)

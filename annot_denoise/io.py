@@ -50,7 +50,26 @@ class ImageReadError(Exception):
     def __init__(self, path: Path | str, reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{printable(str(path), newlines=True)}: {reason}")
+
+
+# Characters that steer a terminal or a log instead of being shown: C0 and C1
+# controls, DEL, and the bidirectional overrides that make a name read backwards.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, newlines: bool = False) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``), so a file name
+    cannot colour, move or clear the terminal; with ``newlines`` line breaks too,
+    so it cannot start a log line of its own."""
+
+    def escape(match: re.Match) -> str:
+        char = match.group()
+        if char == "\n" and not newlines:
+            return char
+        return char.encode("unicode_escape").decode("ascii")
+
+    return _UNPRINTABLE.sub(escape, text)
 
 
 def list_images(root: Path) -> list[Path]:
