@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,3 +34,15 @@ class BrightMarksInTwoStages(MarksAreBright):
         known = 1 - hole
         mean = (x * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(min=1)
         return x * known + mean * hole, hole
+
+
+class FixedDetections(BrightMarksInTwoStages):
+    """The two-stage stand-in, detecting exactly the pixels it is given."""
+
+    def __init__(self, found: np.ndarray) -> None:
+        super().__init__()
+        self.found = torch.from_numpy(found)
+
+    def detect(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.where(self.found, 10.0, -10.0)
+        return logits[None, None].expand(x.shape[0], 1, -1, -1).to(x.dtype)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from standins import BrightMarksInTwoStages, MarksAreBright
+from standins import BrightMarksInTwoStages, FixedDetections, MarksAreBright
 from torch import nn
 
 from annot_denoise.checkpoint import load_model
@@ -742,18 +742,6 @@ def test_row_medians_match_numpy_over_each_rows_mask() -> None:
     got = _row_medians(values, mask)
     assert np.isnan(got[0])
     assert np.allclose(got[1:], [np.median(v[m]) for v, m in zip(values[1:], mask[1:])])
-
-
-class FixedDetections(BrightMarksInTwoStages):
-    """The two-stage stand-in, detecting exactly the pixels it is given."""
-
-    def __init__(self, found: np.ndarray) -> None:
-        super().__init__()
-        self.found = torch.from_numpy(found)
-
-    def detect(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.where(self.found, 10.0, -10.0)
-        return logits[None, None].expand(x.shape[0], 1, -1, -1).to(x.dtype)
 
 
 def _sector_tip() -> tuple[np.ndarray, np.ndarray]:
