@@ -2,13 +2,16 @@
 
 ``load_config(path, overrides)`` reads YAML into a dict, applies ``key.sub=value``
 overrides, then validates once. Any unknown key, wrong type or out-of-range value
-raises :class:`ConfigError` whose message names the key and the file.
+raises :class:`ConfigError` whose message names the key and the file. Configs are
+small: a file over :data:`MAX_CONFIG_BYTES`, or YAML whose aliases expand past
+:data:`MAX_YAML_NODES` values or :data:`MAX_YAML_DEPTH` levels, is refused unparsed.
 """
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -22,6 +25,21 @@ from pydantic import (
 )
 
 ArchName = Literal["autoencoder", "unet", "maskunet"]
+# Bounds shared with the checkpoint metadata (checkpoint.py): what a config may ask
+# for, a checkpoint may describe.
+Width = Annotated[int, Field(ge=4, le=512)]
+Depth = Annotated[int, Field(ge=1, le=7)]
+Norm = Literal["batch", "group", "none"]
+Channels = Literal[1, 3]
+MaskDilate = Annotated[int, Field(ge=0, le=32)]
+MIN_SIDE, MAX_SIDE = 16, 8192  # a resize target or patch side, in pixels
+
+MAX_CONFIG_BYTES = 1 << 20
+# A full config is about 60 values five levels deep; these leave a wide margin and
+# stop "billion laughs" aliases before anything walks (or prints) their expansion.
+MAX_YAML_NODES = 10_000
+MAX_YAML_DEPTH = 16
+MAX_PROBLEMS = 10  # validation problems listed before "... and N more"
 
 
 class ConfigError(Exception):
@@ -29,7 +47,8 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan pass gt=0 / ge=0 bounds, and no run can use them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -64,9 +83,12 @@ class DataConfig(_Strict):
         None, description="[height, width] to resize to (the thesis: [336, 544]); null = native"
     )
     patch: int | None = Field(
-        256, ge=16, description="train on random square crops of this side (after any resize)"
+        256,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        description="train on random square crops of this side (after any resize)",
     )
-    channels: Literal[1, 3] = Field(3, description="1 = grey network, 3 = RGB network")
+    channels: Channels = Field(3, description="1 = grey network, 3 = RGB network")
     cache: bool = Field(
         True, description="decode (and resize) every scan once, up front, and keep it in memory"
     )
@@ -74,9 +96,7 @@ class DataConfig(_Strict):
     @field_validator("size")
     @classmethod
     def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) < 16:
-            raise ValueError("both sides must be at least 16 pixels")
-        return value
+        return None if value is None else check_size(value)
 
     @model_validator(mode="after")
     def _source(self) -> DataConfig:
@@ -86,29 +106,41 @@ class DataConfig(_Strict):
             raise ValueError("data.root is required unless data.on_the_fly is true")
         if self.size is None and self.patch is None:
             raise ValueError("give data.size (resize) or data.patch (native-scale crops)")
+        if self.size is not None and self.patch is not None and self.patch > min(self.size):
+            # Crops are zero-padded to the patch: the network would learn the padding.
+            raise ValueError(
+                f"data.patch {self.patch} is larger than the images resized to data.size "
+                f"{list(self.size)}; lower data.patch to at most {min(self.size)}, or set it "
+                "to null to train on whole resized images"
+            )
         return self
+
+
+def check_size(size: tuple[int, int] | list[int]) -> tuple[int, int] | list[int]:
+    """A [height, width] resize target within the sides a network can be fed."""
+    if min(size) < MIN_SIDE:
+        raise ValueError(f"both sides must be at least {MIN_SIDE} pixels")
+    if max(size) > MAX_SIDE:
+        raise ValueError(f"both sides must be at most {MAX_SIDE} pixels")
+    return size
 
 
 class ModelConfig(_Strict):
     arch: ArchName = Field(
         "maskunet", description="maskunet (mask + inpainting), unet (skips) or autoencoder"
     )
-    width: int = Field(16, ge=4, le=512, description="channels at the first level")
-    depth: int = Field(3, ge=1, le=7, description="number of 2x down-samplings")
-    norm: Literal["batch", "group", "none"] = Field(
-        "batch", description="normalisation after each convolution"
-    )
+    width: Width = Field(16, description="channels at the first level")
+    depth: Depth = Field(3, description="number of 2x down-samplings")
+    norm: Norm = Field("batch", description="normalisation after each convolution")
     init: str | None = Field(
         None,
         description="start from these weights: 'default' (the shipped model) or a checkpoint",
     )
-    mask_dilate: int = Field(
-        1, ge=0, le=32, description="maskunet: pixels the predicted mask may grow by at inference"
+    mask_dilate: MaskDilate = Field(
+        1, description="maskunet: pixels the predicted mask may grow by at inference"
     )
-    detector_width: int | None = Field(
+    detector_width: Width | None = Field(
         None,
-        ge=4,
-        le=512,
         description="maskunet: channels at the detector's first level; null = width. "
         "The detector runs on every pixel: a narrower one is faster",
     )
@@ -154,7 +186,9 @@ class OptimConfig(_Strict):
 class TrainLoopConfig(_Strict):
     epochs: int = Field(30, gt=0, description="passes over the training set")
     batch_size: int = Field(8, gt=0, description="pairs per step")
-    seed: int = Field(0, ge=0, description="seed for the split, initialisation and shuffling")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="seed for the split, initialisation and shuffling"
+    )
     workers: int = Field(2, ge=0, description="DataLoader worker processes (0 = main process)")
     compile: bool = Field(False, description="torch.compile the training step (CUDA)")
     amp: bool = Field(
@@ -189,15 +223,11 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainC
     raw: dict[str, Any] = {}
     if path is not None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
+            raw = _safe_yaml(_read_config_text(Path(path))) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+        except _Refused as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         # A section whose keys are all commented out parses as None: it means "defaults".
@@ -206,6 +236,100 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainC
         apply_override(raw, item)
     keys = [item.partition("=")[0].strip() for item in overrides or []]
     return validate_config(raw, source, override_keys=keys)
+
+
+class _Refused(Exception):
+    """YAML refused before it is built: too big, too deep, or self-referring."""
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, read no further than :data:`MAX_CONFIG_BYTES` (a pipe or
+    /dev/zero never ends)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise _Refused(f"cannot read config ({exc.strerror or exc})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _Refused(
+            f"refused: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few dozen lines"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Refused(f"not UTF-8 text (byte {exc.start})") from None
+
+
+def _safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that measures the composed node graph before building it."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _measure(node, 0, {}, set())
+        try:
+            return loader.construct_document(node)
+        except (ValueError, OverflowError) as exc:  # e.g. an integer of 5000 digits
+            raise _Refused(f"not valid YAML ({str(exc).splitlines()[0][:160]})") from None
+    finally:
+        loader.dispose()
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's composer recurses once per level: stop before Python's stack does."""
+
+    _level = 0
+
+    def compose_node(self, parent, index):
+        self._level += 1
+        try:
+            if self._level > MAX_YAML_DEPTH:
+                raise _Refused(_too_deep())
+            return super().compose_node(parent, index)
+        finally:
+            self._level -= 1
+
+
+def _measure(
+    node: yaml.Node, depth: int, memo: dict[int, tuple[int, int]], active: set[int]
+) -> tuple[int, int]:
+    """(values, levels) of ``node`` as if every alias were expanded, without expanding:
+    a node reached again through an alias reuses its memoised count."""
+    if depth > MAX_YAML_DEPTH:
+        raise _Refused(_too_deep())
+    if isinstance(node, yaml.ScalarNode):
+        return 1, 0
+    key = id(node)
+    if key in memo:
+        if depth + memo[key][1] > MAX_YAML_DEPTH:
+            raise _Refused(_too_deep())
+        return memo[key]
+    if key in active:
+        raise _Refused("refused: an alias refers to a node that contains it")
+    active.add(key)
+    size, height = 1, 0
+    for child in _children(node):
+        count, levels = _measure(child, depth + 1, memo, active)
+        size, height = size + count, max(height, levels + 1)
+        if size > MAX_YAML_NODES:
+            raise _Refused(
+                f"refused: its anchors and aliases expand to more than {MAX_YAML_NODES} "
+                "values; a config has a few dozen"
+            )
+    active.discard(key)
+    memo[key] = (size, height)
+    return size, height
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value)
+
+
+def _too_deep() -> str:
+    return f"refused: nested more than {MAX_YAML_DEPTH} levels deep; a config has five"
 
 
 def validate_config(
@@ -221,41 +345,65 @@ def validate_config(
 def format_validation_error(
     exc: ValidationError, source: str, override_keys: list[str] | None = None
 ) -> str:
-    """One line per problem: where the value came from, the key, what is wrong."""
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<top level>"
-        from_override = any(
-            k == key or k.startswith(key + ".") or key.startswith(k + ".")
-            for k in override_keys or []
-        )
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `annot-denoise init-config` lists all keys)"
-        elif "input" in err and not isinstance(err["input"], dict):
-            msg = f"{msg} (got {err['input']!r})"
-        lines.append(f"--set {key}: {msg}" if from_override else f"{source}: {key}: {msg}")
+    """One line per problem (the first :data:`MAX_PROBLEMS`): where the value came
+    from, the key, what is wrong."""
+    errors = exc.errors()
+    lines = [_problem(err, source, override_keys or []) for err in errors[:MAX_PROBLEMS]]
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"... and {len(errors) - MAX_PROBLEMS} more problems")
     return "\n".join(lines)
+
+
+def _problem(err: dict, source: str, override_keys: list[str]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    from_override = any(
+        k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in override_keys
+    )
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; `annot-denoise init-config` lists all keys)"
+    elif err["type"] == "value_error":  # our own validators: their text, without a prefix
+        msg = str(err["ctx"]["error"])
+    elif "input" in err and not isinstance(err["input"], dict):
+        msg = f"{msg} (got {shown(err['input'])})"
+    return f"--set {key}: {msg}" if from_override else f"{source}: {key}: {msg}"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+_REPR.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """A short repr for an error message, whatever the value's size."""
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an int too long for str() (Python's 4300-digit limit)
+        bits = value.bit_length() if isinstance(value, int) else None
+        return f"<an integer of {bits} bits>" if bits else f"<a {type(value).__name__}>"
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+        raise ConfigError(f"--set {shown(item)}: expected key=value, e.g. train.epochs=5")
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            raise ConfigError(f"--set {shown(item)}: {part!r} is a value, not a section")
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = _safe_yaml(value)
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"--set {item!r}: cannot parse the value ({_yaml_problem(exc)})"
+            f"--set {shown(item)}: cannot parse the value ({_yaml_problem(exc)})"
         ) from None
+    except _Refused as exc:
+        raise ConfigError(f"--set {shown(item)}: {exc}") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -45,7 +45,7 @@ def test_defaults_validate() -> None:
 def test_load_yaml_file(tmp_path: Path) -> None:
     path = write_yaml(
         tmp_path,
-        "data:\n  root: scans/pairs\n  size: [64, 96]\n"
+        "data:\n  root: scans/pairs\n  size: [64, 96]\n  patch: 48\n"
         "model:\n  arch: autoencoder\n"
         "train:\n  epochs: 5\n  max_steps: 100\n",
     )
@@ -68,8 +68,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     ("override", "section", "key", "value"),
     [
         ("train.epochs=3", "train", "epochs", 3),
-        ("data.size=[64,96]", "data", "size", (64, 96)),
-        ("data.size=[64, 96]", "data", "size", (64, 96)),
+        ("data.size=[256,384]", "data", "size", (256, 384)),
+        ("data.size=[256, 384]", "data", "size", (256, 384)),
         ("optim.name=sgd", "optim", "name", "sgd"),
         ("train.amp=false", "train", "amp", False),
         ("data.cache=true", "data", "cache", True),
@@ -127,6 +127,15 @@ def test_assignment_is_validated() -> None:
         ("", ["data.channels=2"], "data.channels", "1 or 3"),
         ("", ["optim.name=adam"], "optim.name", "'sgd' or 'adamw'"),
         ("train: 3\n", [], "train", "dictionary"),
+        # Values that validate as numbers but no run can use.
+        ("optim:\n  lr: .inf\n", [], "optim.lr", "finite"),
+        ("", ["optim.lr=.nan"], "optim.lr", "finite"),
+        ("", ["loss.alpha=.inf"], "loss.alpha", "finite"),
+        ("", ["train.max_minutes=.inf"], "train.max_minutes", "finite"),
+        ("", ["data.size=[100000,100000]"], "data.size", "at most"),
+        ("", ["data.patch=100000"], "data.patch", "less than or equal"),
+        ("", ["train.seed=18446744073709551616"], "train.seed", "less than or equal"),
+        ("", ["data.size=[96,128]", "data.patch=256"], "data", "data.patch 256 is larger"),
     ],
 )
 def test_error_names_file_and_key(
@@ -276,6 +285,7 @@ def test_commented_defaults_loads_as_a_config_file(tmp_path: Path) -> None:
         [
             "data.root=/abs/scans",
             "data.size=[64,96]",
+            "data.patch=null",
             "data.channels=1",
             "model.arch=autoencoder",
             "optim.name=sgd",
@@ -292,3 +302,106 @@ def test_dump_config_round_trips(tmp_path: Path, overrides: list[str]) -> None:
     text = dump_config(cfg)
     assert validate_config(yaml.safe_load(text)) == cfg
     assert load_config(write_yaml(tmp_path, text)) == cfg
+
+
+# --------------------------------------------------------------------------- hostile YAML
+
+
+def laughs(levels: int = 9) -> str:
+    """ "Billion laughs": each level an alias list of the one below, 9**levels values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    return "\n".join(lines) + f"\nmodel:\n  width: *a{levels}\n"
+
+
+def measured(call) -> tuple[Exception | None, float, float]:
+    """(exception raised, seconds, peak MB allocated by Python) of ``call()``."""
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    start, raised = time.perf_counter(), None
+    try:
+        call()
+    except Exception as exc:
+        raised = exc
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return raised, seconds, peak
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, laughs())
+    raised, seconds, peak = measured(lambda: load_config(path))
+    assert isinstance(raised, ConfigError), raised
+    assert str(raised).startswith(f"{path}: refused: ")
+    assert "aliases expand" in str(raised)
+    assert seconds < 0.5 and peak < 20
+
+
+def test_billion_laughs_in_an_override_is_refused() -> None:
+    # One flow value: each level holds the level below once by anchor, then by 8 aliases.
+    value = "&a0 [x, x, x, x, x, x, x, x, x]"
+    for i in range(1, 7):
+        value = f"&a{i} [{value}, " + ", ".join([f"*a{i - 1}"] * 8) + "]"
+    raised, seconds, peak = measured(lambda: load_config(None, [f"model.width={value}"]))
+    assert isinstance(raised, ConfigError), raised
+    assert str(raised).startswith("--set 'model.width=") and "aliases expand" in str(raised)
+    assert len(str(raised)) < 300 and seconds < 0.5 and peak < 20
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("train: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than"),
+        ("train: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", "nested more than"),
+        ("a: &a [*a]\n", "refers to a node that contains it"),
+        (
+            "".join(f"l{i}: &l{i} [*l{i - 1}]\n" if i else "l0: &l0 [x]\n" for i in range(300)),
+            "nested more than",
+        ),
+        ("model:\n  width: " + "1" * 5000 + "\n", "not valid YAML"),
+    ],
+)
+def test_absurd_yaml_is_one_line_naming_the_file(tmp_path: Path, text: str, reason: str) -> None:
+    path = write_yaml(tmp_path, text)
+    message = config_error(path)
+    assert message.startswith(f"{path}: ") and reason in message
+    assert len(message.splitlines()) == 1 and len(message) < 300
+
+
+def test_an_oversized_file_is_refused_unparsed(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "train:\n  epochs: 3\n" + "# padding\n" * 200_000)
+    message = config_error(path)
+    assert message.startswith(f"{path}: refused: larger than")
+
+
+def test_harmless_anchors_still_load(tmp_path: Path) -> None:
+    path = write_yaml(
+        tmp_path,
+        "loss:\n  alpha: &weight 30.0\n  content_weight: *weight\n"
+        "data:\n  colors: &palette [white, cyan]\n  patch: 64\n",
+    )
+    cfg = load_config(path, ["data.colors=[yellow, &c cyan, *c]"])
+    assert cfg.loss.alpha == cfg.loss.content_weight == 30.0
+    assert cfg.data.colors == ["yellow", "cyan", "cyan"]
+
+
+def test_huge_values_are_not_printed(tmp_path: Path) -> None:
+    path = write_yaml(
+        tmp_path,
+        "model:\n  width: 0x" + "f" * 20_000 + "\n  arch: '" + "x" * 100_000 + "'\n",
+    )
+    message = config_error(path)
+    assert [line.split(": ")[1] for line in message.splitlines()] == ["model.arch", "model.width"]
+    assert len(message) < 600
+    assert "integer of 80000 bits" in message
+
+
+def test_a_flood_of_problems_is_summarised(tmp_path: Path) -> None:
+    colours = "[" + ", ".join(["1"] * 500) + "]"
+    lines = config_error(None, [f"data.colors={colours}"]).splitlines()
+    assert len(lines) <= 11
+    assert lines[-1] == "... and 490 more problems"
