@@ -56,7 +56,8 @@ def find_pairs(root: Path) -> list[Pair]:
     """Match ``root/clean`` and ``root/annotated`` by relative name; raise on any mismatch."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder not found")
+        found = "is a file, not a dataset folder" if root.exists() else "dataset folder not found"
+        raise DatasetError(f"{root}: {found}")
     for sub in ("clean", "annotated"):
         if not (root / sub).is_dir():
             raise DatasetError(f"{root}: no {sub}/ folder (expected clean/ and annotated/)")
@@ -358,6 +359,7 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
         if not good:
             raise DatasetError(f"{d.clean_dir}: no readable clean scans")
         train_paths, val_paths = split_pairs(good, d.val_split, seed)
+        check_patch(d.patch, d.size, train_paths, d.clean_dir)
         synth = dict(drawer=d.drawer, colors=d.colors, **common)
         train = SyntheticDataset(train_paths, repeats=d.repeats, augment=d.augment, **synth)
         # As many validation draws as training ones per scan: a handful of held-out
@@ -368,9 +370,34 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
     if not pairs:
         raise DatasetError(f"{d.root}: no usable pairs left to train on")
     train_pairs, val_pairs = split_pairs(pairs, d.val_split, seed)
+    check_patch(d.patch, d.size, [p.clean for p in train_pairs], d.root)
     train = PairedDataset(train_pairs, cache=d.cache, **common)
     val = PairedDataset(val_pairs, cache=d.cache, fixed=True, **common)
     return train, val, skipped
+
+
+def check_patch(
+    patch: int | None, size: Sequence[int] | None, paths: Sequence[Path], where: Path
+) -> None:
+    """Refuse a native-scale ``patch`` that no training image can hold: every crop
+    would be mostly zero padding, and the network would learn the padding.
+
+    Headers are read until one image holds the patch (usually the first); the config
+    has already compared a patch with a resize target, ``size``.
+    """
+    if not patch or size:
+        return
+    largest = (0, 0)
+    for path in paths:
+        width, height = image_header(path)[:2]
+        if min(width, height) >= patch:
+            return
+        largest = max(largest, (width, height), key=min)
+    raise DatasetError(
+        f"{where}: data.patch {patch} is larger than every training image; the largest is "
+        f"{largest[0]}x{largest[1]} (width x height): lower data.patch to at most "
+        f"{min(largest)}, or set data.size"
+    )
 
 
 def _readable(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from annot_denoise.config import validate_config
 from annot_denoise.data import (
     DatasetError,
     PairedDataset,
+    build_datasets,
     check_pairs,
     find_pairs,
     split_pairs,
@@ -105,3 +107,45 @@ def test_on_the_fly_split_does_not_depend_on_where_the_folder_is(tmp_path: Path)
         splits.append(sorted(p.relative_to(root).as_posix() for p in val))
         assert len(val) == 4 and not set(train) & set(val)
     assert splits[0] == splits[1]
+
+
+def test_a_file_is_not_a_dataset_folder(tmp_path: Path) -> None:
+    (tmp_path / "pairs.zip").write_bytes(b"PK")
+    with pytest.raises(DatasetError, match="is a file, not a dataset folder"):
+        find_pairs(tmp_path / "pairs.zip")
+
+
+@pytest.mark.parametrize("on_the_fly", [False, True])
+def test_a_patch_no_image_can_hold_is_refused_before_decoding(
+    synth_dir: Path, phantom_dir: Path, on_the_fly: bool, monkeypatch
+) -> None:
+    """Crops are zero-padded up to the patch: a patch larger than every scan would
+    train the network on padding. The 96x128 scans hold at most a 96-px square."""
+    from annot_denoise import data
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded before the patch was checked")
+
+    monkeypatch.setattr(data, "read_image", no_decoding)
+    monkeypatch.setattr(data, "read_frames", no_decoding)
+    source = {"on_the_fly": True, "clean_dir": str(phantom_dir)} if on_the_fly else {}
+    cfg = validate_config({"data": {"root": str(synth_dir), "size": None, "patch": 100, **source}})
+    with pytest.raises(DatasetError) as err:
+        build_datasets(cfg)
+    message = str(err.value)
+    assert "data.patch 100 is larger than every training image" in message
+    assert "128x96" in message and "at most 96" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_a_patch_some_images_hold_is_kept(tmp_path: Path) -> None:
+    """Smaller scans beside larger ones are padded, as before: only an impossible patch fails."""
+    for name, shape in (("small.png", (40, 40)), ("large.png", (96, 128))):
+        for sub in ("clean", "annotated"):
+            write_image(tmp_path / sub / name, np.zeros(shape, np.uint8))
+    cfg = validate_config(
+        {"data": {"root": str(tmp_path), "size": None, "patch": 64, "val_split": 0.0}}
+    )
+    train, _, skipped = build_datasets(cfg)
+    assert len(train) == 2 and not skipped
+    assert train[0]["clean"].shape[-2:] == (64, 64)
