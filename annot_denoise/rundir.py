@@ -12,31 +12,125 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torchvision.utils import make_grid
 
 from annot_denoise.checkpoint import load_checkpoint
-from annot_denoise.config import TrainConfig, dump_config
+from annot_denoise.config import TrainConfig, dump_config, shown
 from annot_denoise.io import atomic_write_bytes, atomic_write_text, from_float, write_image
+from annot_denoise.runtime import set_rng_state
 
 
 class RunFolderError(Exception):
-    """A run folder that cannot be used as asked (exists, or nothing to resume)."""
+    """A run folder that cannot be used as asked: it exists, holds nothing to resume,
+    or would be resumed with another network or optimiser."""
 
 
 def prepare(run_dir: Path, resume: bool) -> dict | None:
-    """The checkpoint to resume from, or None for a fresh run; never overwrites a run."""
+    """The checkpoint to resume from, or None for a fresh run; never overwrites a run.
+
+    Nothing is created here: the folder appears with the run's config
+    (:func:`write_config`), once the data and the model have been checked.
+    """
+    _check_folder(run_dir)
     last = run_dir / "last.pt"
     if resume:
         if not last.is_file():
             raise RunFolderError(f"{run_dir}: nothing to resume (no last.pt)")
-        return load_checkpoint(last)
+        ckpt = load_checkpoint(last)
+        missing = [k for k in TRAINING_STATE if k not in ckpt]
+        if missing:
+            raise RunFolderError(
+                f"{last}: cannot be resumed: it has no {', '.join(missing)} "
+                "(an exported model? train a new run with model.init set to it)"
+            )
+        return ckpt
     if last.exists() or (run_dir / "metrics.jsonl").exists():
         raise RunFolderError(
             f"{run_dir}: already holds a run; pass --resume {run_dir} to continue it, "
             f"or choose another folder with --set output.dir=..."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
     return None
+
+
+# What training writes beside the model, and resuming reads back.
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "best_val_loss")
+
+
+def _check_folder(run_dir: Path) -> None:
+    """A run folder can be (or already is) at ``run_dir``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(
+            f"{run_dir}: output.dir is a file, not a folder; choose another with "
+            "--set output.dir=..."
+        )
+    for parent in run_dir.parents:
+        if parent.is_dir():
+            return
+        if parent.exists() or parent.is_symlink():
+            raise RunFolderError(f"{run_dir}: cannot be created: {parent} is not a folder")
+
+
+# Config keys that shape the network's weights, by the architecture argument they set.
+_ARCH_KEYS = {
+    "in_channels": "data.channels",
+    "width": "model.width",
+    "depth": "model.depth",
+    "norm": "model.norm",
+    "detector_width": "model.detector_width",
+}
+# ... and those that shape the optimiser's state.
+_STATE_KEYS = ("model.freeze", "optim.name")
+
+
+def check_resumable(ckpt: dict, arch: dict, cfg: TrainConfig, last: Path) -> None:
+    """A resumed run keeps the network and optimiser it was trained with."""
+    was, now = ckpt["arch"], arch
+    changes = []
+    if was["name"] != now["name"]:
+        changes.append(("model.arch", was["name"], now["name"]))
+    theirs, ours = was.get("kwargs", {}), now["kwargs"]
+    for name in sorted(set(theirs) | set(ours)):
+        if theirs.get(name) != ours.get(name):
+            changes.append((_ARCH_KEYS.get(name, name), theirs.get(name), ours.get(name)))
+    saved, current = ckpt.get("config", {}), cfg.model_dump(mode="json")
+    defaults = TrainConfig().model_dump(mode="json")  # what runs that predate a key used
+    for key in _STATE_KEYS:
+        section, name = key.split(".")
+        part = saved.get(section)
+        before = part.get(name, defaults[section][name]) if isinstance(part, dict) else None
+        if isinstance(part, dict) and before != current[section][name]:
+            changes.append((key, before, current[section][name]))
+    if changes:
+        said = "; ".join(f"{k}={shown(a)}, cannot continue with {shown(b)}" for k, a, b in changes)
+        raise RunFolderError(
+            f"{last}: the run was trained with {said} (keep the run's settings, or start "
+            "a new run in another output.dir)"
+        )
+
+
+def restore_state(
+    ckpt: dict,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    last: Path,
+) -> tuple[int, int, float]:
+    """Load the training state of ``last.pt``; (first epoch to run, step, best val loss)."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        return ckpt["epoch"] + 1, ckpt["step"], float(ckpt["best_val_loss"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        # Written by us it always fits: this one was damaged or made by hand.
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise RunFolderError(
+            f"{last}: its training state does not fit this run ({type(exc).__name__}: {reason})"
+        ) from None
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -46,7 +140,12 @@ def write_config(run_dir: Path, cfg: TrainConfig) -> None:
     for key in ("root", "clean_dir"):
         if getattr(saved.data, key) is not None:
             setattr(saved.data, key, getattr(saved.data, key).resolve())
-    atomic_write_text(run_dir / "config.yaml", dump_config(saved))
+    try:
+        atomic_write_text(run_dir / "config.yaml", dump_config(saved))
+    except OSError as exc:
+        raise RunFolderError(
+            f"{run_dir / 'config.yaml'}: cannot write the run folder ({exc.strerror or exc})"
+        ) from None
 
 
 def restore_metrics(run_dir: Path, ckpt: dict) -> None:

@@ -36,7 +36,6 @@ from annot_denoise.runtime import (
     resolve_device,
     rng_state,
     seed_everything,
-    set_rng_state,
 )
 from annot_denoise.validation import validate
 
@@ -71,6 +70,9 @@ def train(
     progress = progress if progress is not None and world.main else Progress()
     run_dir = Path(cfg.output.dir)
     ckpt = rundir.prepare(run_dir, resume)
+    arch = architecture(cfg)
+    if ckpt is not None:  # before the data is read: that can take minutes
+        rundir.check_resumable(ckpt, arch, cfg, run_dir / "last.pt")
     seed_everything(cfg.train.seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch sizes: pick the fastest kernels
@@ -105,17 +107,6 @@ def train(
     )
     val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, sampler=val_sampler)
 
-    arch = {
-        "name": cfg.model.arch,
-        "kwargs": {
-            "in_channels": cfg.data.channels,
-            "width": cfg.model.width,
-            "depth": cfg.model.depth,
-            "norm": cfg.model.norm,
-        },
-    }
-    if cfg.model.detector_width is not None:
-        arch["kwargs"]["detector_width"] = cfg.model.detector_width
     model = build_model(arch["name"], **arch["kwargs"])
     if cfg.model.init and ckpt is None:
         _load_initial_weights(model, arch, cfg.model.init)
@@ -132,12 +123,9 @@ def train(
 
     start_epoch, step, best, history = 0, 0, math.inf, []
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_loss"]
+        start_epoch, step, best = rundir.restore_state(
+            ckpt, model, optimizer, scheduler, scaler, run_dir / "last.pt"
+        )
         history = list(ckpt.get("history", []))
         if world.main:
             rundir.restore_metrics(run_dir, ckpt)
@@ -153,7 +141,7 @@ def train(
         rundir.write_config(run_dir, cfg)
         writer = rundir.tensorboard(run_dir, cfg.output.tensorboard)
 
-    started, row, epoch, ckpt_step = time.perf_counter(), {}, start_epoch - 1, step
+    started, row, done, ckpt_step = time.perf_counter(), {}, start_epoch, step
     deadline = started + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
     for epoch in range(start_epoch, cfg.train.epochs):
         if step >= horizon[0]:
@@ -167,7 +155,7 @@ def train(
                 step_model, loader, optimizer, scheduler, scaler, cfg, dev, dtype, step,
                 horizon[0], bar=bar, writer=writer, deadline=deadline, world=world,
             )  # fmt: skip
-        seconds = time.perf_counter() - t0
+        seconds, done = time.perf_counter() - t0, epoch + 1
         if cfg.train.max_minutes:
             # Fit the rest of the schedule to the wall-time budget, at the speed measured
             # so far; every rank adopts the most cautious estimate so they stop together.
@@ -236,7 +224,7 @@ def train(
     distrib.teardown()
     return RunResult(
         run_dir=run_dir,
-        epochs=epoch + 1,
+        epochs=done,
         steps=step,
         best_val_loss=best,
         last=row,
@@ -267,9 +255,10 @@ def train_one_epoch(
     a ``time.perf_counter()`` value); returns (mean loss, samples seen, global step).
 
     The loss stays on the device: the host looks at it only for the progress bar and
-    TensorBoard, and checks every ``CHECK_EVERY`` steps (and at the end) that it is
-    still finite; the first non-finite step is tracked on the device so the error
-    names it exactly.
+    TensorBoard, and checks every ``CHECK_EVERY[device.type]`` steps (every step where
+    unlisted, and at the end) that it is still finite; the first non-finite step is
+    tracked on the device so the error names it exactly. Every epoch trains at least
+    one step, so a budget spent early never leaves an epoch with nothing to report.
     """
     world = world or distrib.World()
     model.train()
@@ -277,6 +266,8 @@ def train_one_epoch(
     teacher = getattr(unwrap(model), "predicts_mask", False)
     total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    every = CHECK_EVERY.get(device.type, 1)
+    last = Path(cfg.output.dir) / "last.pt"
     for i, batch in enumerate(loader):
         if step >= total_steps or _past(deadline, i, world, device):
             break
@@ -286,8 +277,8 @@ def train_one_epoch(
         loss = objective(parts, y, m, cfg)
         bad = ~torch.isfinite(loss) & (first_bad < 0)
         first_bad = torch.where(bad, torch.full_like(first_bad, step + 1), first_bad)
-        if (i + 1) % CHECK_EVERY == 0:
-            _check_finite(first_bad, cfg)
+        if (i + 1) % every == 0:
+            _check_finite(first_bad, last)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.optim.grad_clip > 0:
@@ -305,20 +296,45 @@ def train_one_epoch(
             bar.advance(1, loss=float(loss), samples_per_s=round(rate, 1))
         if writer is not None and step % 10 == 0:
             writer.add_scalar("loss/train_step", float(loss), step)
-    _check_finite(first_bad, cfg)
+    _check_finite(first_bad, last)
     return float(total) / max(seen, 1), seen, step
 
 
-CHECK_EVERY = 10 if torch.cuda.is_available() else 1  # a sync per step is free on the CPU
+def architecture(cfg: TrainConfig) -> dict:
+    """The checkpoint's ``arch`` entry: the network's name and constructor arguments."""
+    arch = {
+        "name": cfg.model.arch,
+        "kwargs": {
+            "in_channels": cfg.data.channels,
+            "width": cfg.model.width,
+            "depth": cfg.model.depth,
+            "norm": cfg.model.norm,
+        },
+    }
+    if cfg.model.detector_width is not None:
+        arch["kwargs"]["detector_width"] = cfg.model.detector_width
+    return arch
 
 
-def _check_finite(first_bad: torch.Tensor, cfg: TrainConfig) -> None:
+# Steps between finiteness checks, by device type: each check waits for the device,
+# which stalls a CUDA queue but costs nothing on the CPU (checked every step).
+CHECK_EVERY: dict[str, int] = {"cuda": 10}
+
+
+def _check_finite(first_bad: torch.Tensor, last: Path) -> None:
     bad_step = int(first_bad)
-    if bad_step >= 0:
-        raise TrainingError(
-            f"the loss became NaN or infinite at step {bad_step}; stopped. The last good "
-            f"weights are in {cfg.output.dir}/last.pt (lower optim.lr or check the data)"
-        )
+    if bad_step < 0:
+        return
+    # last.pt is written only after an epoch whose every loss was finite.
+    saved = (
+        f"the weights of the last finished epoch are in {last}"
+        if last.is_file()
+        else "no weights were saved (no epoch had finished)"
+    )
+    raise TrainingError(
+        f"the loss became NaN or infinite at step {bad_step}; stopped: {saved} "
+        "(lower optim.lr or check the data)"
+    )
 
 
 def objective(parts: dict, target: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig):
@@ -347,8 +363,10 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def _past(deadline: float | None, i: int, world: distrib.World, device: torch.device) -> bool:
-    """Has the wall-time budget run out? Ranks agree every 10 steps (a collective)."""
-    if deadline is None:
+    """Has the wall-time budget run out? Never before an epoch's first step (an epoch
+    that trained nothing would still be validated and reported); ranks agree every
+    10 steps (a collective)."""
+    if deadline is None or i == 0:
         return False
     if not world.distributed:
         return time.perf_counter() > deadline

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from annot_denoise.checkpoint import load_checkpoint
-from annot_denoise.config import validate_config
+from annot_denoise.config import load_config, validate_config
 from annot_denoise.rundir import RunFolderError
 from annot_denoise.train import TrainingError, train
 
@@ -213,3 +214,179 @@ def test_narrow_detector_and_freeze_are_checked() -> None:
         validate_config({**base, "model": {"arch": "unet", "detector_width": 8}})
     with pytest.raises(ConfigError, match="nothing would be trained"):
         validate_config({**base, "model": {"freeze": ["detector", "inpainter"]}})
+
+
+# --------------------------------------------------------------------------- what a run reports
+
+
+@pytest.mark.parametrize("max_steps", [4, 6])
+def test_a_step_budget_reports_the_epochs_it_trained(
+    synth_dir: Path, tmp_path: Path, max_steps: int
+) -> None:
+    result = train(_cfg(synth_dir, tmp_path / "r", epochs=5, max_steps=max_steps), device="cpu")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert result.steps == max_steps == rows[-1]["step"]
+    assert result.epochs == len(rows) == rows[-1]["epoch"]
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] + 1 == result.epochs
+
+
+def test_a_spent_time_budget_still_trains_a_step(synth_dir: Path, tmp_path: Path) -> None:
+    """A budget gone before the first batch arrives: the run trains one step and
+    reports one epoch, not an epoch of nothing and then one more."""
+    result = train(_cfg(synth_dir, tmp_path / "r", epochs=5, max_minutes=1e-6), device="cpu")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert result.steps == 1 and rows[0]["samples_per_s"] > 0
+    assert result.epochs == len(rows) == 1
+
+
+def _poison(monkeypatch, after_first_epoch: bool) -> None:
+    """Make the training loss NaN from the first step, or once an epoch has finished."""
+    import annot_denoise.train as train_module
+
+    real_objective, real_validate = train_module.objective, train_module.validate
+    state = {"bad": not after_first_epoch}
+
+    def objective(*args, **kwargs):
+        loss = real_objective(*args, **kwargs)
+        return loss * math.nan if state["bad"] and torch.is_grad_enabled() else loss
+
+    def validate(*args, **kwargs):
+        out = real_validate(*args, **kwargs)
+        state["bad"] = True
+        return out
+
+    monkeypatch.setattr(train_module, "objective", objective)
+    monkeypatch.setattr(train_module, "validate", validate)
+
+
+def test_nan_in_the_first_epoch_says_nothing_was_saved(
+    synth_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    _poison(monkeypatch, after_first_epoch=False)
+    with pytest.raises(TrainingError) as err:
+        train(_cfg(synth_dir, tmp_path / "nan"), device="cpu")
+    assert "at step 1" in str(err.value) and "no weights were saved" in str(err.value)
+    assert not (tmp_path / "nan" / "last.pt").exists()
+
+
+def test_nan_later_names_the_weights_that_exist(
+    synth_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    _poison(monkeypatch, after_first_epoch=True)
+    with pytest.raises(TrainingError) as err:
+        train(_cfg(synth_dir, tmp_path / "nan"), device="cpu")
+    last = tmp_path / "nan" / "last.pt"
+    assert f"the weights of the last finished epoch are in {last}" in str(err.value)
+    assert load_checkpoint(last)["epoch"] == 0
+
+
+def test_a_cpu_run_checks_every_step_even_where_cuda_exists(tmp_path: Path) -> None:
+    """How often the loss is checked depends on the run's device, not on whether the
+    machine has a GPU: a CPU run stops at the first NaN, before any update."""
+    import subprocess
+    import sys
+
+    script = f"""
+import torch
+torch.cuda.is_available = lambda: True  # a machine with a GPU, and a run on its CPU
+from annot_denoise.config import validate_config
+from annot_denoise.models import build_model
+from annot_denoise.train import TrainingError, train_one_epoch
+
+cfg = validate_config({{"output": {{"dir": {str(tmp_path)!r}}}}})
+model = build_model("unet", in_channels=1, width=4, depth=1)
+torch.nn.init.constant_(model.head.bias, float("nan"))
+batch = {{k: torch.rand(2, 1, 16, 16) for k in ("annotated", "clean", "mask")}}
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+scaler = torch.amp.GradScaler("cpu", enabled=False)
+try:
+    train_one_epoch(model, [batch] * 5, opt, sched, scaler, cfg, torch.device("cpu"), None, 0, 99)
+except TrainingError:
+    print("updates before stopping:", sched.last_epoch)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "updates before stopping: 0" in done.stdout, done.stdout + done.stderr
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def test_an_output_dir_that_is_a_file_is_refused(synth_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("notes")
+    for out, reason in [
+        (tmp_path / "taken", "is a file, not a folder"),
+        (tmp_path / "taken" / "run", "is not a folder"),
+    ]:
+        with pytest.raises(RunFolderError, match=reason):
+            train(_cfg(synth_dir, out), device="cpu")
+    assert (tmp_path / "taken").read_text() == "notes"
+
+
+def test_a_run_refused_before_training_leaves_no_folder(synth_dir: Path, tmp_path: Path) -> None:
+    from annot_denoise.data import DatasetError
+
+    cfg = _cfg(synth_dir, tmp_path / "r").model_dump()
+    cfg["data"].update(size=None, patch=200)
+    with pytest.raises(DatasetError, match=r"data\.patch 200"):
+        train(validate_config(cfg), device="cpu")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture
+def run_copy(trained_run: Path, tmp_path: Path) -> Path:
+    """A copy of the session's trained run (unet, width 8, depth 2) to resume."""
+    import shutil
+
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+def _resumed(run: Path, change: dict | None = None):
+    """The run's saved config pointed at ``run`` (as `train --resume RUN` does), changed."""
+    raw = load_config(run / "config.yaml", [f"output.dir={run}"]).model_dump()
+    for section, values in (change or {}).items():
+        raw[section].update(values)
+    return validate_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"model": {"width": 16}}, "model.width=8, cannot continue with 16"),
+        ({"model": {"depth": 3}}, "model.depth=2, cannot continue with 3"),
+        ({"model": {"norm": "group"}}, "model.norm='batch', cannot continue with 'group'"),
+        ({"model": {"arch": "autoencoder"}}, "model.arch='unet', cannot continue with"),
+        ({"data": {"channels": 1}}, "data.channels=3, cannot continue with 1"),
+        ({"optim": {"name": "sgd"}}, "optim.name='adamw', cannot continue with 'sgd'"),
+    ],
+)
+def test_resume_keeps_the_architecture(
+    run_copy: Path, synth_dir: Path, change: dict, said: str
+) -> None:
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
+    with pytest.raises(RunFolderError) as err:
+        train(_resumed(run_copy, change), device="cpu", resume=True)
+    assert str(err.value).startswith(f"{run_copy / 'last.pt'}: the run was trained with {said}")
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()} == before
+
+
+def test_an_exported_model_cannot_be_resumed(run_copy: Path) -> None:
+    from annot_denoise.checkpoint import export_model
+
+    export_model(run_copy / "last.pt", run_copy / "last.pt")
+    with pytest.raises(RunFolderError, match="cannot be resumed: it has no optimizer"):
+        train(_resumed(run_copy), device="cpu", resume=True)
+
+
+def test_a_damaged_training_state_is_one_error(run_copy: Path) -> None:
+    ckpt = torch.load(run_copy / "last.pt", weights_only=True)
+    ckpt["optimizer"] = {"state": {}, "param_groups": []}
+    torch.save(ckpt, run_copy / "last.pt")
+    with pytest.raises(RunFolderError, match="its training state does not fit this run"):
+        train(_resumed(run_copy), device="cpu", resume=True)
