@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from annot_denoise.io import write_image
+from annot_denoise.synth.pipeline import SynthError
 
 # Tissue is simulated on a grid of at most this many pixels, then remapped to the output:
 # large images stay fast, and structure and speckle grains scale with the image.
@@ -131,10 +132,13 @@ def write_phantoms(
     or ``workers`` (processes; 0 or 1 = this one). ``varied`` ignores ``size`` and
     ``color``: each scan gets its own size (240 to 1200 px a side, portrait to wide),
     and a third of them are RGB, for training sets that must cover what scanners produce.
+    Raises :class:`SynthError` naming the path when ``out_dir`` cannot be written.
     """
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
     jobs = [
         (
-            Path(out_dir) / f"phantom_{i:04d}.png",
+            out_dir / f"phantom_{i:04d}.png",
             seed,
             i,
             size,
@@ -145,12 +149,27 @@ def write_phantoms(
         )
         for i in range(count)
     ]
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
+    try:
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers) as pool:
-            return list(pool.map(_write_one, jobs, chunksize=8))
-    return [_write_one(job) for job in jobs]
+            with ProcessPoolExecutor(workers) as pool:
+                return list(pool.map(_write_one, jobs, chunksize=8))
+        return [_write_one(job) for job in jobs]
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        where = exc.filename or out_dir
+        raise SynthError(f"{where}: cannot write a phantom scan ({exc.strerror or exc})") from None
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse, before writing anything, a folder that is a file or lies under one."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SynthError(f"{out_dir}: is a file; phantoms writes a folder of PNG scans")
+    for parent in out_dir.parents:
+        if parent.is_dir():
+            return
+        if parent.exists() or parent.is_symlink():
+            raise SynthError(f"{out_dir}: cannot be created: {parent} is not a folder")
 
 
 def _write_one(job: tuple) -> Path:
