@@ -396,6 +396,7 @@ def clean(
         "mask_threshold": restorer.threshold if restorer.predicts_mask else None,
         "dilate": restorer.dilate if restorer.predicts_mask else None,
         "tta": restorer.tta,
+        "postprocess": list(restorer.postprocess.steps) if restorer.predicts_mask else None,
         "streams": streams,
         "threads_per_stream": threads,
         "seconds": round(report.seconds, 2),

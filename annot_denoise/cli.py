@@ -155,17 +155,26 @@ def _progress(no_progress: bool):
     return Progress(enabled=not no_progress)
 
 
-def _restorer(model: str | None, device: str, **settings):
-    """Model name or checkpoint path (None = default) -> Restorer on the chosen device."""
+def _restorer(model: str | None, device: str, postprocess: str | None = None, **settings):
+    """Model name or checkpoint path (None = default) -> Restorer on the chosen device,
+    with the post-processing steps ``--postprocess`` names (None: the model's own)."""
+    from pydantic import ValidationError
+
     from annot_denoise.checkpoint import load_model
     from annot_denoise.distributed import from_env, rank_device
-    from annot_denoise.inference import Restorer
+    from annot_denoise.inference import Restorer, with_steps
     from annot_denoise.pretrained import resolve_model
     from annot_denoise.runtime import resolve_device
 
     dev = rank_device(from_env(), resolve_device(device))
     net, ckpt = load_model(resolve_model(model), dev)
-    return Restorer.from_checkpoint(net, ckpt, dev, **settings), dev, ckpt
+    restorer = Restorer.from_checkpoint(net, ckpt, dev, **settings)
+    try:
+        restorer.postprocess = with_steps(restorer.postprocess, postprocess)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise typer.BadParameter(reason, param_hint="--postprocess") from None
+    return restorer, dev, ckpt
 
 
 ModelOption = Annotated[
@@ -203,6 +212,15 @@ Tta = Annotated[
         "--tta",
         help="Average the network over the four flips of each image (test-time "
         "augmentation): fewer false detections, about 3x the time (bench/RESULTS.md).",
+    ),
+]
+Postprocess = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--postprocess",
+        help="Post-processing steps after the network: 'default' (the model's own list), "
+        "'none' (the network's repair alone), or step names separated by commas, in "
+        "their order (docs/postprocess.md lists them).",
     ),
 ]
 Tile = Annotated[
@@ -383,6 +401,7 @@ def eval_cmd(
     dilate: Dilate = None,
     tile: Tile = 1024,
     tta: Tta = False,
+    postprocess: Postprocess = None,
     oracle: Annotated[
         bool,
         typer.Option(
@@ -400,7 +419,7 @@ def eval_cmd(
     settings = dict(
         threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size, tta=tta
     )
-    restorer, _, ckpt = _restorer(model, device, **settings)
+    restorer, _, ckpt = _restorer(model, device, postprocess, **settings)
     if oracle and not restorer.takes_masks:
         raise typer.BadParameter(
             "needs a mask-aware model at native resolution (maskunet trained on patches)",
@@ -420,6 +439,7 @@ def eval_cmd(
             "model": model or "default",
             "reference": str(reference) if reference else None,
             "tta": tta,
+            "postprocess": list(restorer.postprocess.steps),
         },
         curves=curves,
         oracle=oracle,
@@ -463,6 +483,7 @@ def clean_cmd(
     dilate: Dilate = None,
     tile: Tile = 1024,
     tta: Tta = False,
+    postprocess: Postprocess = None,
     save_mask: Annotated[
         bool,
         typer.Option(help="maskunet: write each predicted mask beside its output (NAME.mask.png)."),
@@ -498,7 +519,7 @@ def clean_cmd(
     settings = dict(
         threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size, tta=tta
     )
-    restorer, dev, _ = _restorer(model, device, **settings)
+    restorer, dev, _ = _restorer(model, device, postprocess, **settings)
     if masks is not None and not restorer.takes_masks:
         raise typer.BadParameter(
             "needs a mask-aware model at native resolution (maskunet); "

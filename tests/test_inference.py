@@ -11,8 +11,28 @@ from standins import BrightMarksInTwoStages, FixedDetections, MarksAreBright
 from torch import nn
 
 from annot_denoise.checkpoint import load_model
-from annot_denoise.inference import Restorer
+from annot_denoise.inference import DEFAULT_STEPS, STEPS, PostprocessConfig, Restorer
+from annot_denoise.inference.postprocess import Frame
+from annot_denoise.inference.postprocess.common import with_telea
 from annot_denoise.phantom import make_phantom
+
+DEFAULTS = PostprocessConfig()
+
+
+def _step(name: str, net: np.ndarray, detected: np.ndarray, prob=None, **params) -> np.ndarray:
+    """Detection step ``name`` alone on a network input and detections (its
+    defaults, or ``params``): the detections it hands on."""
+    cfg = DEFAULTS.params(name).model_copy(update=params)
+    frame = Frame(net=net, detected=detected.copy(), prob=prob)
+    return STEPS[name].hooks["detection"](frame, cfg).detected
+
+
+def _edges(net: np.ndarray, prob: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    return _step("scan_edges", net, detected, prob)
+
+
+def _without(*names: str) -> PostprocessConfig:
+    return PostprocessConfig(steps=tuple(s for s in DEFAULT_STEPS if s not in names))
 
 
 def _restorer(channels: int = 3, **kw) -> Restorer:
@@ -144,7 +164,8 @@ def test_a_box_across_the_top_edge_of_a_scan_gives_the_black_back(channels, dtyp
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_holes_at_the_edge_of_the_black_are_filled_from_the_tissue(channels) -> None:
-    from annot_denoise.inference import NEAR_SURROUND, SURROUND_TELEA_SHARE
+    NEAR_SURROUND = DEFAULTS.surround_telea.near
+    SURROUND_TELEA_SHARE = DEFAULTS.surround_telea.share
 
     shape = (60, 80) if channels == 1 else (60, 80, channels)
     rng = np.random.default_rng(2)
@@ -191,8 +212,8 @@ def test_tiles_match_whole_image_inference(mask_run: Path) -> None:
     net = whole._network_input(image)
     a, b = whole._predict_native(net), tiled._predict_native(net)
     # Probabilities and content agree closely: the blending leaves no seams.
-    assert np.abs(a["prob"] - b["prob"]).max() < 0.1
-    assert np.abs(a["content"] - b["content"]).mean() < 2 / 255
+    assert np.abs(a.prob - b.prob).max() < 0.1
+    assert np.abs(a.fill - b.fill).mean() < 2 / 255
 
 
 def test_tiny_images_are_padded_not_refused(mask_run: Path) -> None:
@@ -233,7 +254,8 @@ def test_resize_mode_mask_models_keep_fidelity() -> None:
 
 
 def test_crops_hold_each_group_of_marks_with_context() -> None:
-    from annot_denoise.inference import CELL, CONTEXT, _crops
+    from annot_denoise.inference.execution import CELL, CONTEXT
+    from annot_denoise.inference.execution import crops as _crops
 
     detected = np.zeros((300, 500), bool)
     detected[40:44, 30:90] = True  # a label near the top-left corner
@@ -258,7 +280,7 @@ def test_crops_hold_each_group_of_marks_with_context() -> None:
 
 
 def test_marks_all_over_the_image_inpaint_it_whole() -> None:
-    from annot_denoise.inference import _crops
+    from annot_denoise.inference.execution import crops as _crops
 
     detected = np.zeros((256, 256), bool)
     detected[::40, ::40] = True
@@ -283,17 +305,15 @@ def _annotated_scans(count: int, h: int = 240, w: int = 320) -> list[np.ndarray]
     return scans
 
 
-def test_inpainting_crops_match_whole_image_inpainting(default_model, monkeypatch) -> None:
-    import annot_denoise.inference as inference
-
-    # The single forward pass has no colour completion and no Telea share; compare
+def test_inpainting_crops_match_whole_image_inpainting(default_model) -> None:
+    # The single forward pass has no detection steps and no Telea share; compare
     # without them (and without the Telea fill at the surround's edge, which reads
     # the holes, which differ by a few fringe pixels).
-    monkeypatch.setattr(inference, "COLOUR_SHARE", 0.0)
-    monkeypatch.setattr(inference, "TELEA_SHARE", 0.0)
-    monkeypatch.setattr(inference, "SURROUND_TELEA_SHARE", 0.0)
     model, ckpt = default_model
-    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
+    steps = [s for s in DEFAULT_STEPS if "detection" not in STEPS[s].hooks]
+    steps = [s for s in steps if s not in ("telea_blend", "surround_telea")]
+    cfg = PostprocessConfig(steps=tuple(steps))
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), postprocess=cfg)
     scans = _annotated_scans(4)
     cropped = r.restore(scans)
     r.two_stage = False  # the single forward pass: detector and inpainter on everything
@@ -309,8 +329,6 @@ def test_inpainting_crops_match_whole_image_inpainting(default_model, monkeypatc
 
 @pytest.mark.parametrize("grey", [True, False])
 def test_the_fill_mixes_in_telea_of_the_same_holes(grey: bool) -> None:
-    import annot_denoise.inference as inference
-
     # A ramp, which Telea fills almost exactly; the network's content is 0 here,
     # so what comes back is the Telea share of the ramp.
     ramp = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (48, 1))
@@ -319,8 +337,8 @@ def test_the_fill_mixes_in_telea_of_the_same_holes(grey: bool) -> None:
     hole[20:24, 8:56] = True
     marked = net.copy()
     marked[hole] = 1.0  # the mark itself must not leak into the fill
-    mixed = inference._with_telea(marked, hole, np.zeros_like(net))
-    share = inference.TELEA_SHARE
+    share = DEFAULTS.telea_blend.share
+    mixed = with_telea(marked, hole, np.zeros_like(net), share)
     assert 0 < share < 1
     assert np.abs(mixed[hole] - share * net[hole]).max() < 0.02 * share  # Telea: ~1% off
     assert not mixed[~hole].any()  # outside the hole the content is kept as it was
@@ -344,27 +362,24 @@ def test_tta_gives_the_same_repair_to_a_flipped_scan(default_model) -> None:
     assert differ[1][0] and differ[1][1] < 0.5
 
 
-def test_the_telea_share_is_in_what_restore_writes(default_model, monkeypatch) -> None:
-    import annot_denoise.inference as inference
-
+def test_the_telea_share_is_in_what_restore_writes(default_model) -> None:
     model, ckpt = default_model
     r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
     scan = _annotated_scans(1)[0]
     mixed = r.restore([scan])[0]
-    monkeypatch.setattr(inference, "TELEA_SHARE", 0.0)
-    alone = r.restore([scan])[0]
+    without = _without("telea_blend")
+    alone = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), postprocess=without)
+    alone = alone.restore([scan])[0]
     assert np.array_equal(mixed.mask, alone.mask)  # what is painted changes, not where
     assert not np.array_equal(mixed.image[mixed.mask], alone.image[alone.mask])
     assert np.array_equal(mixed.image[~mixed.mask], alone.image[~alone.mask])
 
 
 def test_telea_leaves_a_hole_without_surroundings_to_the_network() -> None:
-    import annot_denoise.inference as inference
-
     net = np.random.default_rng(0).random((8, 8, 3), dtype=np.float32)
     content = np.full_like(net, 0.5)
     whole = np.ones((8, 8), bool)
-    assert np.array_equal(inference._with_telea(net, whole, content), content)
+    assert np.array_equal(with_telea(net, whole, content.copy(), 0.25), content)
 
 
 def test_tta_on_a_resized_mask_model_paints_whole_holes() -> None:
@@ -444,8 +459,6 @@ def test_inpaint_given_masks_writes_only_there(mask_run: Path, trained_run: Path
 
 
 def test_coloured_marks_are_completed_on_grey_scans_only() -> None:
-    from annot_denoise.inference import _complete_colour
-
     rng = np.random.default_rng(0)
     grey = rng.random((240, 320)).astype(np.float32)
     net = np.repeat(grey[..., None], 3, axis=2)
@@ -460,19 +473,19 @@ def test_coloured_marks_are_completed_on_grey_scans_only() -> None:
     detected = np.zeros_like(yellow)
     detected[41, 24:96] = True  # the detector found the line's core only
     detected[80:83, 35:45] = True  # ... and the caliper
-    completed = _complete_colour(net, detected)
+    completed = _step("colour_completion", net, detected)
     near_caliper = np.zeros_like(yellow)
     near_caliper[76:87, 31:49] = True  # the caliper grown by COLOUR_REACH (4 px)
     assert (completed == (detected | yellow | fringe | near_caliper)).all()
     # Nothing found, nothing added; a colour scan (tinted all over) is left alone.
-    assert not _complete_colour(net, np.zeros_like(detected)).any()
+    assert not _step("colour_completion", net, np.zeros_like(detected)).any()
     tinted = net * np.array([1.0, 0.9, 0.8], np.float32)
-    assert (_complete_colour(tinted, detected) == detected).all()
-    assert (_complete_colour(net[..., :1], detected) == detected).all()  # grey network
+    assert (_step("colour_completion", tinted, detected) == detected).all()
+    assert (_step("colour_completion", net[..., :1], detected) == detected).all()  # grey network
 
 
 def test_a_solid_marks_undetected_core_is_taken_in_but_letter_counters_are_not() -> None:
-    from annot_denoise.inference import GAP_AREA, _close_gaps
+    GAP_AREA = DEFAULTS.close_islands.area
 
     rng = np.random.default_rng(1)
     net = (0.3 + 0.1 * rng.random((120, 200, 1))).astype(np.float32)  # speckled tissue
@@ -501,20 +514,20 @@ def test_a_solid_marks_undetected_core_is_taken_in_but_letter_counters_are_not()
     detected[60:80, 80:100] = True
     detected[65:70, 80:90] = False
 
-    closed = _close_gaps(net, detected)
+    closed = _step("close_islands", net, detected)
     expected = detected.copy()
     expected[28:33, 28:33] = True
     assert (closed == expected).all()
     # Colour networks compare every channel; nothing found, nothing added.
     rgb = np.repeat(net, 3, axis=2)
-    assert (_close_gaps(rgb, detected) == expected).all()
+    assert (_step("close_islands", rgb, detected) == expected).all()
     rgb[28:33, 28:33] = [1.0, 0.9, 1.0]  # a core of another colour: not the same mark
-    assert (_close_gaps(rgb, detected) == detected).all()
-    assert not _close_gaps(net, np.zeros_like(detected)).any()
+    assert (_step("close_islands", rgb, detected) == detected).all()
+    assert not _step("close_islands", net, np.zeros_like(detected)).any()
 
 
 def test_across_a_slanted_sector_edge_only_the_tissue_side_is_filled_from_the_tissue() -> None:
-    from annot_denoise.inference import SURROUND_TELEA_SHARE
+    SURROUND_TELEA_SHARE = DEFAULTS.surround_telea.share
 
     rng = np.random.default_rng(3)
     image = rng.integers(196, 205, (80, 100)).astype(np.uint8)
@@ -540,7 +553,7 @@ def test_across_a_slanted_sector_edge_only_the_tissue_side_is_filled_from_the_ti
 
 
 def test_a_box_over_the_corner_of_a_rectangular_scan_is_filled_from_the_tissue() -> None:
-    from annot_denoise.inference import SURROUND_TELEA_SHARE
+    SURROUND_TELEA_SHARE = DEFAULTS.surround_telea.share
 
     rng = np.random.default_rng(4)
     image = rng.integers(196, 205, (60, 80)).astype(np.uint8)
@@ -586,16 +599,16 @@ def test_images_four_pixels_high_and_one_wide_are_cleaned() -> None:
 
 
 def test_a_mesh_of_detections_is_not_searched_for_cores() -> None:
-    from annot_denoise.inference import GAP_ISLANDS, _close_gaps
+    GAP_ISLANDS = DEFAULTS.close_islands.max_islands
 
     side = int(np.ceil(np.sqrt(GAP_ISLANDS + 1))) * 4 + 1
     net = np.ones((side, side, 1), np.float32)  # flat white: every hole would qualify
     detected = np.ones((side, side), bool)
     detected[1::4, 1::4] = False  # more than GAP_ISLANDS one-pixel islands
-    assert (_close_gaps(net, detected) == detected).all()
+    assert (_step("close_islands", net, detected) == detected).all()
     few = np.ones((41, 41), bool)
     few[1::4, 1::4] = False  # 100 islands: taken in
-    assert _close_gaps(np.ones((41, 41, 1), np.float32), few).all()
+    assert _step("close_islands", np.ones((41, 41, 1), np.float32), few).all()
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -648,7 +661,7 @@ def test_the_anatomy_under_a_translucent_readout_box_comes_back(channels, dtype)
 
 
 def test_an_opaque_readout_box_is_repainted_whole() -> None:
-    from annot_denoise.inference import VEIL_MIN
+    VEIL_MIN = DEFAULTS.translucent_boxes.min_share
 
     clean, marked = _veiled_readout(3, np.uint8, k=VEIL_MIN / 4)
     restorer = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"), dilate=0)
@@ -667,7 +680,10 @@ def test_an_opaque_readout_box_is_repainted_whole() -> None:
 
 
 def test_boxes_are_found_by_their_edges_only() -> None:
-    from annot_denoise.inference import _veils
+    from annot_denoise.inference.postprocess.boxes import find_boxes
+
+    def _veils(net, detected):
+        return find_boxes(net, detected, DEFAULTS.translucent_boxes)
 
     clean, marked = _veiled_readout(1, np.uint8)
     net = marked[..., None].astype(np.float32) / 255
@@ -719,7 +735,7 @@ def test_boxes_are_found_by_their_edges_only() -> None:
     whole[40:80, 50:150] = True
     assert _veils(net, whole) == []
     # Marks all over the image are not readouts: no box is sought among them.
-    from annot_denoise.inference import VEIL_GROUPS
+    VEIL_GROUPS = DEFAULTS.translucent_boxes.max_groups
 
     crowd = np.zeros((130 + 30 * (VEIL_GROUPS + 1), 200), bool)
     crowd[:120] = detected
@@ -734,7 +750,7 @@ def test_boxes_are_found_by_their_edges_only() -> None:
 
 
 def test_row_medians_match_numpy_over_each_rows_mask() -> None:
-    from annot_denoise.inference import _row_medians
+    from annot_denoise.inference.postprocess.boxes import _row_medians
 
     rng = np.random.default_rng(8)
     values, mask = rng.random((40, 9)), rng.random((40, 9)) < 0.5
@@ -760,8 +776,6 @@ def _sector_tip() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_a_detection_along_the_scans_own_edge_is_dropped() -> None:
-    from annot_denoise.inference import _scan_edges
-
     image, strip = _sector_tip()
     restorer = Restorer(FixedDetections(strip), channels=1, device=torch.device("cpu"), dilate=1)
     result = restorer.restore([image])[0]
@@ -775,12 +789,12 @@ def test_a_detection_along_the_scans_own_edge_is_dropped() -> None:
     # The rule itself, on the network's input.
     net = image[..., None].astype(np.float32) / 255
     prob = strip.astype(np.float32)
-    assert not _scan_edges(net, prob, strip).any()
-    assert np.array_equal(_scan_edges(marked[..., None] / np.float32(255), prob, strip), strip)
+    assert not _edges(net, prob, strip).any()
+    assert np.array_equal(_edges(marked[..., None] / np.float32(255), prob, strip), strip)
 
 
 def test_what_keeps_a_detection_at_the_scans_edge() -> None:
-    from annot_denoise.inference import VEIL_JOIN, _scan_edges
+    VEIL_JOIN = DEFAULTS.scan_edges.join
 
     image, strip = _sector_tip()
     net = image[..., None].astype(np.float32) / 255
@@ -788,20 +802,20 @@ def test_what_keeps_a_detection_at_the_scans_edge() -> None:
     # Only detections that touch the surround are judged: the same strip of plain
     # tissue 10 px inside the scan stays (the network judged it a mark there).
     inside = np.roll(strip, -10, axis=0)
-    assert np.array_equal(_scan_edges(net, inside.astype(np.float32), inside), inside)
+    assert np.array_equal(_edges(net, inside.astype(np.float32), inside), inside)
     # Colour on a grey scan: a mark.
     rgb = np.repeat(net, 3, axis=2)
     tinted = rgb.copy()
     # Each channel within the tissue's range, but not grey.
     tinted[strip & (net[..., 0] > 0.3)] = [0.5, 0.55, 0.6]
-    assert not _scan_edges(rgb, prob, strip).any()
-    assert np.array_equal(_scan_edges(tinted, prob, strip), strip)
+    assert not _edges(rgb, prob, strip).any()
+    assert np.array_equal(_edges(tinted, prob, strip), strip)
     # Darker than the tissue away from the black: a mark.
     dark = net.copy()
     ys, xs = np.nonzero(strip)
     inner = strip & ~np.roll(strip, 1, axis=0)  # the strip's top row, in the tissue
     dark[inner] = 0.1
-    assert np.array_equal(_scan_edges(dark, prob, strip), strip)
+    assert np.array_equal(_edges(dark, prob, strip), strip)
     # A clear mark within VEIL_JOIN px keeps the strip with it (a readout's faint
     # fragments beside its letters); one farther away does not.
     right = xs.argmax()
@@ -811,21 +825,21 @@ def test_what_keeps_a_detection_at_the_scans_edge() -> None:
         at = (slice(ys[right] - 1, ys[right] + 2), slice(xs[right] + gap, xs[right] + gap + 3))
         label[at] = 1.0
         found[at] = True
-        assert _scan_edges(label, found.astype(np.float32), found)[strip].all() == kept
+        assert _edges(label, found.astype(np.float32), found)[strip].all() == kept
     # The undetected rest of a mark vouches for nothing: the end of a bar on the
     # black detected, the rest of it not (a small piece, not anatomy) ...
     bar = net.copy()
     bar[30:33, 84:110] = 0.98
     end = np.zeros_like(strip)
     end[30:33, 84:90] = True
-    assert np.array_equal(_scan_edges(bar, end.astype(np.float32), end), end)
+    assert np.array_equal(_edges(bar, end.astype(np.float32), end), end)
     # ... and neither does tissue the detector half suspects.
     near = np.zeros_like(strip)
     near[ys.min() - 8 : ys.max() + 9, xs.min() - 8 : xs.max() + 9] = True
-    assert np.array_equal(_scan_edges(net, np.where(near, 0.5, prob), strip), strip)
+    assert np.array_equal(_edges(net, np.where(near, 0.5, prob), strip), strip)
     # No flat surround: nothing is the scan's edge.
     noisy = net + np.random.default_rng(10).uniform(0, 0.05, net.shape).astype(np.float32)
-    assert np.array_equal(_scan_edges(noisy, prob, strip), strip)
+    assert np.array_equal(_edges(noisy, prob, strip), strip)
 
 
 def _dotted_line() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -850,12 +864,14 @@ def test_a_marks_undetected_pixels_of_its_own_value_are_repainted() -> None:
 
 
 def test_what_counts_as_a_marks_own_value() -> None:
-    from annot_denoise.inference import MARK_CONTRAST, MARK_REACH, MARK_TOLERANCE, _complete_flat
+    MARK_CONTRAST = DEFAULTS.flat_completion.contrast
+    MARK_REACH = DEFAULTS.flat_completion.reach
+    MARK_TOLERANCE = DEFAULTS.flat_completion.tolerance
 
     image, line, found = _dotted_line()
 
     def completed(img: np.ndarray, det: np.ndarray) -> np.ndarray:
-        return _complete_flat(img[..., None].astype(np.float32) / 255, det)
+        return _step("flat_completion", img[..., None].astype(np.float32) / 255, det)
 
     assert np.array_equal(completed(image, found), line)
     # Within the tolerance, in every channel; RGB too.
@@ -866,7 +882,7 @@ def test_what_counts_as_a_marks_own_value() -> None:
     assert not completed(off, found)[20, 40]
     rgb = np.repeat(image[..., None], 3, axis=2)
     rgb[20, 40, 2] = 150
-    got = _complete_flat(rgb.astype(np.float32) / 255, found)
+    got = _step("flat_completion", rgb.astype(np.float32) / 255, found)
     assert not got[20, 40] and got[20, 39] and got[20, 41]
     # Only within MARK_REACH px of the detection.
     far = found.copy()

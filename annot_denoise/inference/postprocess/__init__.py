@@ -1,0 +1,155 @@
+"""Post-processing: named, switchable steps between the network and the output.
+
+A step is a small function over a :class:`Frame` with its constants in its own
+config. ``STEPS`` maps each name to its functions, one per stage it acts in:
+
+- ``detection``: after the detector, before inpainting: the detections are
+  refined (two-stage models at native resolution; given masks are taken as
+  they are);
+- ``inpainting``: on each crop the inpainter painted (two-stage models at native
+  resolution, and given masks);
+- ``composition``: on the whole image, after inpainting (every mask-aware model).
+
+Which steps run, in which order, is data: :class:`PostprocessConfig`, stored in
+the checkpoint (the steps a model was validated with), recorded beside every
+``clean`` and ``eval`` run, and overridable (``--postprocess``). With no steps
+the output is the network's own repair inside its hole and the input, bit for
+bit, everywhere else. docs/postprocess.md is generated from this registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from annot_denoise.inference.postprocess.background import (
+    FlatBackgroundConfig,
+    SurroundEdgeConfig,
+    SurroundTeleaConfig,
+    flat_background,
+    surround_edge,
+    surround_telea,
+)
+from annot_denoise.inference.postprocess.boxes import (
+    TranslucentBoxesConfig,
+    translucent_boxes,
+    undarken_boxes,
+)
+from annot_denoise.inference.postprocess.detection import (
+    CloseIslandsConfig,
+    ColourCompletionConfig,
+    FlatCompletionConfig,
+    ScanEdgesConfig,
+    close_islands,
+    colour_completion,
+    flat_completion,
+    scan_edges,
+)
+from annot_denoise.inference.postprocess.fill import (
+    GreyScanConfig,
+    TeleaBlendConfig,
+    grey_scan,
+    telea_blend,
+)
+from annot_denoise.inference.postprocess.frame import Frame, StepConfig
+
+Stage = Literal["detection", "inpainting", "composition"]
+STAGES: tuple[Stage, ...] = ("detection", "inpainting", "composition")
+StepFn = Callable[[Frame, Any], Frame]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A named step: its function for each stage it acts in, and its config."""
+
+    hooks: dict[Stage, StepFn]
+    config: type[StepConfig]
+
+
+# In the order they run: each may rely on what the steps before it did.
+STEPS: dict[str, Step] = {
+    "scan_edges": Step({"detection": scan_edges}, ScanEdgesConfig),
+    "colour_completion": Step({"detection": colour_completion}, ColourCompletionConfig),
+    "flat_completion": Step({"detection": flat_completion}, FlatCompletionConfig),
+    "close_islands": Step({"detection": close_islands}, CloseIslandsConfig),
+    "translucent_boxes": Step(
+        {"detection": translucent_boxes, "composition": undarken_boxes}, TranslucentBoxesConfig
+    ),
+    "telea_blend": Step({"inpainting": telea_blend}, TeleaBlendConfig),
+    "flat_background": Step({"composition": flat_background}, FlatBackgroundConfig),
+    "surround_telea": Step({"composition": surround_telea}, SurroundTeleaConfig),
+    "grey_scan": Step({"composition": grey_scan}, GreyScanConfig),
+    "surround_edge": Step({"composition": surround_edge}, SurroundEdgeConfig),
+}
+DEFAULT_STEPS: tuple[str, ...] = tuple(STEPS)
+
+
+class PostprocessConfig(BaseModel):
+    """The steps to run (a subsequence of ``DEFAULT_STEPS``, in that order) and each
+    step's constants."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: tuple[str, ...] = Field(DEFAULT_STEPS, description="the steps that run, in order")
+    scan_edges: ScanEdgesConfig = ScanEdgesConfig()
+    colour_completion: ColourCompletionConfig = ColourCompletionConfig()
+    flat_completion: FlatCompletionConfig = FlatCompletionConfig()
+    close_islands: CloseIslandsConfig = CloseIslandsConfig()
+    translucent_boxes: TranslucentBoxesConfig = TranslucentBoxesConfig()
+    telea_blend: TeleaBlendConfig = TeleaBlendConfig()
+    flat_background: FlatBackgroundConfig = FlatBackgroundConfig()
+    surround_telea: SurroundTeleaConfig = SurroundTeleaConfig()
+    grey_scan: GreyScanConfig = GreyScanConfig()
+    surround_edge: SurroundEdgeConfig = SurroundEdgeConfig()
+
+    @field_validator("steps")
+    @classmethod
+    def _known_and_in_order(cls, steps: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in steps if s not in STEPS]
+        if unknown:
+            raise ValueError(f"unknown step(s) {unknown}; choose from {list(STEPS)}")
+        if len(set(steps)) != len(steps):
+            raise ValueError(f"a step is listed twice in {list(steps)}")
+        if list(steps) != [s for s in STEPS if s in steps]:
+            raise ValueError(
+                f"steps must keep the order {list(STEPS)} (each relies on the ones before it)"
+            )
+        return steps
+
+    def params(self, name: str) -> StepConfig:
+        """Step ``name``'s constants."""
+        return getattr(self, name)
+
+
+def run_stage(stage: Stage, frame: Frame, cfg: PostprocessConfig) -> Frame:
+    """Run the configured steps that act in ``stage``, in order."""
+    for name in cfg.steps:
+        hook = STEPS[name].hooks.get(stage)
+        if hook is not None:
+            frame = hook(frame, cfg.params(name))
+    return frame
+
+
+def with_steps(base: PostprocessConfig, spec: str | None) -> PostprocessConfig:
+    """``base`` (a model's own config) with the steps ``--postprocess`` names:
+    'default' or None (``base``'s own), 'none', or names separated by commas."""
+    spec = "default" if spec is None else spec.strip()
+    if spec == "default":
+        return base
+    steps = () if spec == "none" else tuple(n.strip() for n in spec.split(",") if n.strip())
+    return PostprocessConfig.model_validate({**base.model_dump(), "steps": steps})
+
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "STAGES",
+    "STEPS",
+    "Frame",
+    "PostprocessConfig",
+    "Step",
+    "run_stage",
+    "with_steps",
+]
