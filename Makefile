@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean-venv docs-config default-model fast-model
+.PHONY: demo test lint format install clean-venv docs-config docs-postprocess default-model fast-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ docs-config: $(VENV)/.installed
 	$(BIN)/python -c "import re, pathlib; from annot_denoise.config import reference_markdown as r; \
 	p = pathlib.Path('docs/config.md'); t = p.read_text(); \
 	p.write_text(re.sub(r'(<!-- generated.*?-->\n).*?(\n## Notes)', lambda m: m.group(1) + r() + m.group(2), t, flags=re.S))"
+
+# Regenerate the step reference in docs/postprocess.md from the step registry.
+docs-postprocess: $(VENV)/.installed
+	$(BIN)/python -c "import pathlib; from annot_denoise.inference.postprocess import reference_markdown as r; \
+	p = pathlib.Path('docs/postprocess.md'); t = p.read_text(); mark = '<!-- generated'; \
+	head = t[: t.index(mark)]; p.write_text(head + t[t.index(mark):].split('\n', 1)[0] + '\n' + r())"
 
 # Reproduce the shipped default model (see docs/default-model.md): a GPU run, then
 # 40-minute and 50-minute fine-tunes (on 2 CPU cores for the shipped weights).

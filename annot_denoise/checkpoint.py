@@ -31,6 +31,7 @@ from annot_denoise.config import (
     check_size,
     shown,
 )
+from annot_denoise.inference.postprocess import PostprocessConfig
 from annot_denoise.io import atomic_write_bytes
 from annot_denoise.models import MODELS, build_model
 
@@ -92,6 +93,15 @@ class _Data(_Section):
 class _Inference(_Section):
     mask_threshold: float = Field(0.5, ge=0, le=1)
     mask_dilate: MaskDilate = 2
+    # The post-processing steps the model runs with (None: every step, defaults).
+    postprocess: dict[str, Any] | None = None
+
+    @field_validator("postprocess")
+    @classmethod
+    def _steps(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            PostprocessConfig.model_validate(value)
+        return value
 
 
 class _Row(BaseModel):

@@ -25,6 +25,7 @@ from annot_denoise import rundir
 from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
 from annot_denoise.config import TrainConfig
 from annot_denoise.data import EpochSampler, build_datasets
+from annot_denoise.inference.postprocess import PostprocessConfig
 from annot_denoise.io import remove_stale_temporaries
 from annot_denoise.losses import restoration_loss
 from annot_denoise.models import build_model, model_outputs
@@ -193,6 +194,7 @@ def train(
                 "inference": {
                     "mask_threshold": val.get("mask_threshold", 0.5),
                     "mask_dilate": cfg.model.mask_dilate,
+                    "postprocess": PostprocessConfig().model_dump(mode="json"),
                 },
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

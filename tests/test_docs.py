@@ -15,6 +15,12 @@ def test_config_reference_is_current() -> None:
     assert reference_markdown() in (ROOT / "docs" / "config.md").read_text()
 
 
+def test_postprocess_reference_is_current() -> None:
+    from annot_denoise.inference.postprocess import reference_markdown as steps
+
+    assert steps() in (ROOT / "docs" / "postprocess.md").read_text()
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_validate(path: Path) -> None:
     assert isinstance(load_config(path), TrainConfig)

@@ -143,6 +143,34 @@ def with_steps(base: PostprocessConfig, spec: str | None) -> PostprocessConfig:
     return PostprocessConfig.model_validate({**base.model_dump(), "steps": steps})
 
 
+def reference_markdown() -> str:
+    """The step reference (docs/postprocess.md is generated from it): each step in
+    order, the stages it acts in, what it does, and its constants."""
+    import inspect
+
+    where = {
+        "detection": "two-stage models at native resolution, after the detector",
+        "inpainting": "two-stage models at native resolution and given masks, on each crop",
+        "composition": "every mask-aware model, on the whole image",
+    }
+    lines = []
+    for name, step in STEPS.items():
+        lines += [f"### `{name}`", ""]
+        for stage, hook in step.hooks.items():
+            paragraphs = [" ".join(p.split()) for p in inspect.getdoc(hook).split("\n\n")]
+            lines += [f"- **{stage}** ({where[stage]}): {paragraphs[0]}"]
+            lines += [f"\n  {p}" for p in paragraphs[1:]]
+        fields = step.config.model_fields
+        if fields:
+            lines += ["", "| constant | default | meaning |", "|---|---|---|"]
+            for key, info in fields.items():
+                default = info.default
+                shown = f"{default:.4g}" if isinstance(default, float) else str(default)
+                lines += [f"| `{name}.{key}` | `{shown}` | {info.description} |"]
+        lines += [""]
+    return "\n".join(lines)
+
+
 __all__ = [
     "DEFAULT_STEPS",
     "STAGES",
@@ -150,6 +178,7 @@ __all__ = [
     "Frame",
     "PostprocessConfig",
     "Step",
+    "reference_markdown",
     "run_stage",
     "with_steps",
 ]
