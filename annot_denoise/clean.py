@@ -292,7 +292,7 @@ def clean(
         intra_op_threads(threads),
         progress.task("cleaning", len(todo)) as bar,
     ):
-        writes: list[tuple[Path, Future]] = []
+        writes: list[tuple[Path, Path, dict, Future]] = []
         # Batches in the network, oldest first; results are handled in input order.
         running: deque[tuple[list, list[Scan], Future[list]]] = deque()
 
@@ -306,16 +306,15 @@ def clean(
                     if done[0].mask is not None:
                         sheet[-1].append(thumbnail(done[0].mask))
                 job = (dst, scan, done, save_mask, description, clear_burned_in, guard)
-                writes.append((src, pool.submit(_write, *job)))
-                report.outputs.append(dst)
                 holes = [r.mask for r in done if r.mask is not None]
-                rows[dst.relative_to(out).as_posix()] = {
+                row = {
                     "image": dst.relative_to(out).as_posix(),
                     "changed_fraction": round(float(np.mean([r.changed for r in done])), 6),
                     "mask_fraction": round(float(np.mean([m.mean() for m in holes])), 6)
                     if holes
                     else "",
                 }
+                writes.append((src, dst, row, pool.submit(_write, *job)))
             bar.advance(len(dests))
 
         def read(src: Path, dst: Path) -> Scan:
@@ -370,13 +369,16 @@ def clean(
                 finish_oldest()
         while running:
             finish_oldest()
-        for src, fut in writes:
+        for src, dst, row, fut in writes:
             try:
                 fut.result()
-                report.processed += 1
             except Exception as exc:  # one file's failed write never ends the batch
                 report.failed.append(f"{src}: cannot write output ({exc})")
                 log.error("%s: cannot write output (%s)", src, exc)
+            else:  # an output is listed, and reported, once it is written
+                report.processed += 1
+                report.outputs.append(dst)
+                rows[row["image"]] = row
     report.seconds = time.perf_counter() - started
     if report_csv:
         _write_csv_report(Path(out) / f"clean_report{suffix}.csv", rows, guard)

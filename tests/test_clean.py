@@ -276,3 +276,20 @@ def test_a_mask_must_be_one_channel_or_equal_channels(tmp_path: Path) -> None:
     report = clean(tmp_path / "in", tmp_path / "out", r, masks=tmp_path / "masks")
     assert report.processed == 1 and len(report.failed) == 1
     assert "colour.png" in report.failed[0] and "not a mask" in report.failed[0]
+
+
+def test_an_output_is_reported_only_once_it_is_written(tmp_path: Path) -> None:
+    import csv
+
+    from standins import BrightMarksInTwoStages
+
+    r = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "in" / name, (rng.random((30, 40)) * 255).astype(np.uint8))
+    (tmp_path / "out" / "a.png").mkdir(parents=True)  # a folder where a.png must go
+    report = clean(tmp_path / "in", tmp_path / "out", r, overwrite=True, report_csv=True)
+    assert report.processed == 1 and len(report.failed) == 1 and "a.png" in report.failed[0]
+    assert report.outputs == [tmp_path / "out" / "b.png"]
+    with (tmp_path / "out" / "clean_report.csv").open() as fh:
+        assert [row["image"] for row in csv.DictReader(fh)] == ["b.png"]
