@@ -348,18 +348,14 @@ def test_tta_gives_the_same_repair_to_a_flipped_scan(default_model) -> None:
     model, ckpt = default_model
     scan = _annotated_scans(1)[0]
     flipped = np.ascontiguousarray(scan[:, ::-1])
-    differ = []
-    for tta in (False, True):
-        r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), tta=tta)
-        a, b = r.restore([scan])[0], r.restore([flipped])[0]
-        same_mask = np.array_equal(a.mask, b.mask[:, ::-1])
-        diff = np.abs(a.image.astype(int) - b.image[:, ::-1].astype(int)).max(axis=-1)
-        differ.append((same_mask, diff[a.mask | b.mask[:, ::-1]].mean()))
-    # One pass finds and paints a flipped scan differently; the four-flip average
-    # is the same average either way (up to the order of the sums and the hole's
-    # fringe, which the unflipped view decides).
-    assert not differ[0][0] and differ[0][1] > 1.0
-    assert differ[1][0] and differ[1][1] < 0.5
+    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), tta=True)
+    a, b = r.restore([scan])[0], r.restore([flipped])[0]
+    # The four-flip average is the same average either way (up to the order of the
+    # sums and the hole's fringe, which the unflipped view decides). Whether one
+    # pass alone is flip-consistent depends on the weights, so it is not asserted.
+    assert np.array_equal(a.mask, b.mask[:, ::-1])
+    diff = np.abs(a.image.astype(int) - b.image[:, ::-1].astype(int)).max(axis=-1)
+    assert diff[a.mask | b.mask[:, ::-1]].mean() < 0.5
 
 
 def test_the_telea_share_is_in_what_restore_writes(default_model) -> None:
