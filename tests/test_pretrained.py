@@ -25,7 +25,7 @@ def test_shipped_model_has_what_it_needs(name: str) -> None:
     ckpt = load_checkpoint(path)
     assert ckpt["arch"]["name"] == "maskunet"
     assert ckpt["data"]["size"] is None and ckpt["data"]["channels"] == 3
-    assert set(ckpt["inference"]) == {"mask_threshold", "mask_dilate"}
+    assert {"mask_threshold", "mask_dilate"} <= set(ckpt["inference"])
     assert "optimizer" not in ckpt and ckpt["provenance"]["steps"] > 0
     assert ckpt["config"]["model"]["arch"] == "maskunet"
 
