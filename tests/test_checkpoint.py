@@ -181,7 +181,7 @@ def test_unknown_keys_outside_the_arguments_are_tolerated(
     def newer(c: dict) -> None:
         c.update(future={"anything": [1, 2]})
         c["data"]["colour_space"] = "srgb"
-        c["inference"]["postprocess"] = ["telea_blend"]
+        c["inference"]["future_setting"] = ["telea_blend"]
 
     model, ckpt = load_model(_crafted(tmp_path, trained_run / "best.pt", newer))
     assert ckpt["future"] == {"anything": [1, 2]} and not model.training
