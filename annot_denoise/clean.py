@@ -36,6 +36,7 @@ from annot_denoise.io import (
     atomic_write_bytes,
     atomic_write_text,
     decode_image,
+    folder_problem,
     is_dicom,
     list_images,
     read_bytes,
@@ -239,8 +240,8 @@ def clean(
             "--save-mask needs a mask-aware model (model.arch: maskunet); this checkpoint "
             "has no mask head"
         )
-    if Path(out).exists() and not Path(out).is_dir():
-        raise CleanError(f"-o {out}: is a file, not a folder")
+    if why := folder_problem(Path(out)):
+        raise CleanError(f"-o {out}: {why}")
     progress = progress or Progress()
     started = time.perf_counter()
     world = from_env()

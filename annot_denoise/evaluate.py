@@ -29,6 +29,7 @@ from annot_denoise.inference import Restorer
 from annot_denoise.io import (
     ImageReadError,
     atomic_write_text,
+    folder_problem,
     to_float,
     to_grey,
     to_rgb,
@@ -62,8 +63,8 @@ class EvalReport:
 def _check_out_dir(data_dir: Path, out_dir: Path) -> None:
     """Refuse, before any work, a report folder that is a file or lies among the pairs
     (its contact sheet would become a scan of the next run)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DatasetError(f"-o {out_dir}: is a file, not a folder")
+    if why := folder_problem(out_dir):
+        raise DatasetError(f"-o {out_dir}: {why}")
     pairs = [data_dir / sub for sub in ("clean", "annotated", "masks")]
     if WriteGuard.protecting(p for p in pairs if p.is_dir()).problem(out_dir / "report.json"):
         raise DatasetError(

@@ -99,6 +99,19 @@ def list_images(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be written into, or made, or None: it is a file, or
+    its nearest existing ancestor is not a folder."""
+    if folder.exists() and not folder.is_dir():
+        return "is a file, not a folder"
+    for parent in folder.parents:
+        if parent.is_dir():
+            return None
+        if parent.exists() or parent.is_symlink():
+            return f"cannot be created: {parent} is not a folder"
+    return None
+
+
 def read_image(path: Path | str) -> np.ndarray:
     """Decode ``path`` into a ``uint8``/``uint16`` array, keeping channels and depth."""
     return decode_image(read_bytes(Path(path)), path)

@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple
 import cv2
 import numpy as np
 
-from annot_denoise.io import write_image
+from annot_denoise.io import folder_problem, write_image
 from annot_denoise.synth.pipeline import SynthError
 
 # Tissue is simulated on a grid of at most this many pixels, then remapped to the output:
@@ -163,13 +163,8 @@ def write_phantoms(
 
 def _check_out_dir(out_dir: Path) -> None:
     """Refuse, before writing anything, a folder that is a file or lies under one."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SynthError(f"{out_dir}: is a file; phantoms writes a folder of PNG scans")
-    for parent in out_dir.parents:
-        if parent.is_dir():
-            return
-        if parent.exists() or parent.is_symlink():
-            raise SynthError(f"{out_dir}: cannot be created: {parent} is not a folder")
+    if why := folder_problem(out_dir):
+        raise SynthError(f"{out_dir}: {why}")
 
 
 def _write_one(job: tuple) -> Path:

@@ -17,7 +17,13 @@ from torchvision.utils import make_grid
 
 from annot_denoise.checkpoint import load_checkpoint
 from annot_denoise.config import TrainConfig, dump_config, shown
-from annot_denoise.io import atomic_write_bytes, atomic_write_text, from_float, write_image
+from annot_denoise.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    folder_problem,
+    from_float,
+    write_image,
+)
 from annot_denoise.runtime import set_rng_state
 
 
@@ -59,16 +65,10 @@ TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "best_val_loss")
 
 def _check_folder(run_dir: Path) -> None:
     """A run folder can be (or already is) at ``run_dir``."""
-    if run_dir.exists() and not run_dir.is_dir():
+    if why := folder_problem(run_dir):
         raise RunFolderError(
-            f"{run_dir}: output.dir is a file, not a folder; choose another with "
-            "--set output.dir=..."
+            f"{run_dir}: output.dir {why}; choose another with --set output.dir=..."
         )
-    for parent in run_dir.parents:
-        if parent.is_dir():
-            return
-        if parent.exists() or parent.is_symlink():
-            raise RunFolderError(f"{run_dir}: cannot be created: {parent} is not a folder")
 
 
 # Config keys that shape the network's weights, by the architecture argument they set.

@@ -27,6 +27,7 @@ from annot_denoise.io import (
     ImageReadError,
     atomic_write_text,
     differs,
+    folder_problem,
     image_header,
     list_images,
     read_frames,
@@ -270,8 +271,8 @@ def _frames(path: Path) -> int:
 def _sources(clean_dir: Path, out_dir: Path) -> list[Path]:
     if not clean_dir.exists():
         raise SynthError(f"{clean_dir}: no such file or folder")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SynthError(f"{out_dir}: is a file, not a folder")
+    if why := folder_problem(out_dir):
+        raise SynthError(f"{out_dir}: {why}")
     if clean_dir.is_dir() and out_dir.resolve().is_relative_to(clean_dir.resolve()):
         raise SynthError(f"output folder {out_dir} is inside the input folder {clean_dir}")
     sources = list_images(clean_dir)
