@@ -27,6 +27,7 @@ import numpy as np
 
 from annot_denoise import __version__, dicom
 from annot_denoise.distributed import from_env, shard
+from annot_denoise.evaluation.sheet import contact_sheet, thumbnail
 from annot_denoise.guard import WriteGuard
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
@@ -47,7 +48,6 @@ from annot_denoise.io import (
 )
 from annot_denoise.progress import Progress
 from annot_denoise.runtime import inference_streams, intra_op_threads
-from annot_denoise.sheet import contact_sheet, thumbnail
 
 log = logging.getLogger(__name__)
 

@@ -43,16 +43,16 @@ Device = Annotated[
 
 def _user_errors() -> dict[type, int]:
     """Exceptions that mean 'the user can fix this', with their exit codes."""
-    from annot_denoise.checkpoint import CheckpointError
     from annot_denoise.clean import CleanError
     from annot_denoise.config import ConfigError
-    from annot_denoise.data import DatasetError
     from annot_denoise.guard import UnsafeOutputError
     from annot_denoise.io import ImageReadError
-    from annot_denoise.rundir import RunFolderError
     from annot_denoise.runtime import DeviceError
     from annot_denoise.synth.pipeline import SynthError
-    from annot_denoise.train import TrainingError
+    from annot_denoise.training.checkpoint import CheckpointError
+    from annot_denoise.training.data import DatasetError
+    from annot_denoise.training.loop import TrainingError
+    from annot_denoise.training.rundir import RunFolderError
 
     return {
         ConfigError: 2,
@@ -160,11 +160,11 @@ def _restorer(model: str | None, device: str, postprocess: str | None = None, **
     with the post-processing steps ``--postprocess`` names (None: the model's own)."""
     from pydantic import ValidationError
 
-    from annot_denoise.checkpoint import load_model
     from annot_denoise.distributed import from_env, rank_device
     from annot_denoise.inference import Restorer, with_steps
     from annot_denoise.pretrained import resolve_model
     from annot_denoise.runtime import resolve_device
+    from annot_denoise.training.checkpoint import load_model
 
     dev = rank_device(from_env(), resolve_device(device))
     net, ckpt = load_model(resolve_model(model), dev)
@@ -363,7 +363,7 @@ def train_cmd(
 ) -> None:
     """Train a network that maps annotated scans to clean ones."""
     from annot_denoise.config import load_config
-    from annot_denoise.train import train
+    from annot_denoise.training.loop import train
 
     overrides = list(set_ or [])
     if resume is not None:
@@ -414,7 +414,7 @@ def eval_cmd(
 ) -> None:
     """Score the model against the baselines (identity, Telea with the true mask,
     classical blind inpainting) on ground-truth pairs."""
-    from annot_denoise.evaluate import evaluate
+    from annot_denoise.evaluation.evaluate import evaluate
 
     settings = dict(
         threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size, tta=tta
@@ -583,7 +583,7 @@ def export_cmd(
     ] = False,
 ) -> None:
     """Strip a training checkpoint to what inference needs (no optimiser state)."""
-    from annot_denoise.checkpoint import export_model
+    from annot_denoise.training.checkpoint import export_model
 
     export_model(checkpoint, output, half=not full_precision)
     out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")

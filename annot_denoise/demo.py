@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annot_denoise.checkpoint import load_checkpoint, load_model
 from annot_denoise.clean import clean
 from annot_denoise.config import validate_config
-from annot_denoise.evaluate import evaluate
+from annot_denoise.evaluation.evaluate import evaluate
 from annot_denoise.inference import Restorer
 from annot_denoise.io import atomic_write_text
 from annot_denoise.phantom import write_phantoms
@@ -25,7 +24,8 @@ from annot_denoise.pretrained import PRETRAINED
 from annot_denoise.progress import Progress
 from annot_denoise.runtime import resolve_device
 from annot_denoise.synth.pipeline import synth
-from annot_denoise.train import train
+from annot_denoise.training.checkpoint import load_checkpoint, load_model
+from annot_denoise.training.loop import train
 
 SIZE = (336, 544)  # (height, width) of the demo scans
 COLORS = ("white", "yellow", "cyan", "green")

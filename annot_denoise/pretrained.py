@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from annot_denoise.checkpoint import CheckpointError, load_checkpoint
+from annot_denoise.training.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
 

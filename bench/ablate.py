@@ -9,7 +9,7 @@ test scans of bench/quality.py). The pipeline is scored with every step on
 turn (``-STEP``), per part of the set (the first folder of a pair's name:
 ``phantoms``, ``real``) and over all pairs together.
 
-Per configuration, as ``annot-denoise eval`` scores (annot_denoise/evaluate.py):
+Per configuration, as ``annot-denoise eval`` scores (annot_denoise/evaluation/evaluate.py):
 PSNR over the whole image and inside the true mask on float RGB in [0, 1], an
 exact image counted as ``PSNR_CAP`` (100 dB) and an image without marks left out
 of the in-mask mean; the mean change outside the true mask grown by
@@ -135,8 +135,8 @@ def image_scores(
     anatomy: np.ndarray,
 ) -> tuple[dict, np.ndarray]:
     """One output's numbers, and its error map (for the step comparisons)."""
+    from annot_denoise.evaluation.metrics import mean_abs_change, psnr
     from annot_denoise.io import to_float, to_rgb
-    from annot_denoise.metrics import mean_abs_change, psnr
 
     out, ref, inp = (to_float(to_rgb(x)) for x in (output, clean, annotated))
     changed = error_levels(output, annotated)[anatomy]
@@ -169,7 +169,7 @@ def step_counts(
 
 def mean_db(values: Sequence[float]) -> float:
     """As eval averages PSNR: +inf counts as PSNR_CAP, NaN (nothing to measure) is left out."""
-    from annot_denoise.metrics import PSNR_CAP
+    from annot_denoise.evaluation.metrics import PSNR_CAP
 
     finite = [min(v, PSNR_CAP) for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else math.nan
@@ -381,8 +381,8 @@ def _copy(value):
 
 def restore_all(pairs, restorers: dict, cache: NetworkCache | None, batch: int, log=print):
     """Restore every pair with every configuration; per-image rows and step rows."""
-    from annot_denoise.data import read_pair
-    from annot_denoise.evaluate import OUTSIDE_MARGIN
+    from annot_denoise.evaluation.evaluate import OUTSIDE_MARGIN
+    from annot_denoise.training.data import read_pair
 
     rows, step_rows, seconds = [], [], dict.fromkeys(restorers, 0.0)
     started = time.perf_counter()
@@ -453,10 +453,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from annot_denoise.inference import DEFAULT_STEPS, PostprocessConfig, Restorer
     except ImportError as exc:
         sys.exit(f"bench/ablate.py needs the named post-processing steps (issue 17): {exc}")
-    from annot_denoise.checkpoint import load_model
-    from annot_denoise.data import check_pairs, find_pairs
     from annot_denoise.pretrained import resolve_model
     from annot_denoise.runtime import resolve_device
+    from annot_denoise.training.checkpoint import load_model
+    from annot_denoise.training.data import check_pairs, find_pairs
 
     started = time.perf_counter()
     code = code_state()

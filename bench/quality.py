@@ -86,7 +86,7 @@ def per_scan_table(per_image: list[dict], methods: list[str]) -> str:
     """Means over the scans Telea (given the true mask) does not restore exactly, and
     per-scan counts. The main table's means count an exact scan as 100 dB; this one
     compares the repairs where there is something to repair on anatomy."""
-    from annot_denoise.metrics import PSNR_CAP
+    from annot_denoise.evaluation.metrics import PSNR_CAP
 
     inexact = {r["image"] for r in per_image if r["method"] == "telea" and math.isfinite(r["psnr"])}
     rows = []
@@ -156,13 +156,13 @@ def main() -> None:
 
     import heldout
 
-    from annot_denoise.checkpoint import load_model
     from annot_denoise.config import validate_config
-    from annot_denoise.evaluate import evaluate
+    from annot_denoise.evaluation.evaluate import evaluate
     from annot_denoise.inference import Restorer
     from annot_denoise.runtime import resolve_device
     from annot_denoise.synth.pipeline import synth
-    from annot_denoise.train import train
+    from annot_denoise.training.checkpoint import load_model
+    from annot_denoise.training.loop import train
 
     device = resolve_device(args.device)
     out = args.out

@@ -58,8 +58,8 @@ def make_inputs(folder: Path, count: int) -> list[Path]:
 
 def checkpoint_for(arch: dict, data: dict, path: Path) -> Path:
     """An untrained checkpoint of ``arch`` (speed does not depend on the weights)."""
-    from annot_denoise.checkpoint import save_checkpoint
     from annot_denoise.models import build_model
+    from annot_denoise.training.checkpoint import save_checkpoint
 
     model = build_model(arch["name"], **arch["kwargs"])
     save_checkpoint(path, {"arch": arch, "data": data, "model": model.state_dict()})
@@ -91,9 +91,9 @@ def time_clean(
     streams: int | None = None,
     tta: bool = False,
 ) -> float:
-    from annot_denoise.checkpoint import load_model
     from annot_denoise.clean import clean
     from annot_denoise.inference import Restorer
+    from annot_denoise.training.checkpoint import load_model
 
     model, meta = load_model(ckpt, device)
     restorer = Restorer.from_checkpoint(model, meta, device, batch_size=batch, tta=tta)
@@ -116,7 +116,7 @@ def time_reference_loop(paths: list[Path], out: Path, ckpt: Path, device) -> flo
     import torch
     from PIL import Image
 
-    from annot_denoise.checkpoint import load_model
+    from annot_denoise.training.checkpoint import load_model
 
     model, _ = load_model(ckpt, device)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def time_training(device, dtype, channels_last: bool, compile_: bool, steps: int
     from annot_denoise.config import TrainConfig
     from annot_denoise.models import build_model, model_outputs
     from annot_denoise.runtime import autocast
-    from annot_denoise.train import objective
+    from annot_denoise.training.loop import objective
 
     torch.manual_seed(0)
     model = build_model(DEFAULT_ARCH["name"], **DEFAULT_ARCH["kwargs"]).to(device)
@@ -192,9 +192,9 @@ def flops_of_clean(ckpt: Path, paths: list[Path]) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from annot_denoise.checkpoint import load_model
     from annot_denoise.inference import Restorer
     from annot_denoise.io import read_image
+    from annot_denoise.training.checkpoint import load_model
 
     cpu = torch.device("cpu")
     model, meta = load_model(ckpt, cpu)
@@ -247,7 +247,7 @@ def peak_memory_4000(ckpt: Path, device, folder: Path) -> str:
     code = f"""
 import json, resource, torch
 from pathlib import Path
-from annot_denoise.checkpoint import load_model
+from annot_denoise.training.checkpoint import load_model
 from annot_denoise.clean import clean
 from annot_denoise.inference import Restorer
 dev = torch.device({str(device)!r})

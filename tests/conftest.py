@@ -42,7 +42,7 @@ def synth_dir(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def trained_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory, device: str) -> Path:
     """A run folder from a few training steps of a tiny U-Net on resized pairs."""
     from annot_denoise.config import validate_config
-    from annot_denoise.train import train
+    from annot_denoise.training.loop import train
 
     run = tmp_path_factory.mktemp("run") / "run"
     cfg = validate_config(
@@ -69,7 +69,7 @@ def textured(height: int, width: int, channels: int = 1, dtype=np.uint8, seed: i
 def mask_run(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory, device: str) -> Path:
     """A maskunet trained for a few steps on the fly, on native-scale patches."""
     from annot_denoise.config import validate_config
-    from annot_denoise.train import train
+    from annot_denoise.training.loop import train
 
     run = tmp_path_factory.mktemp("maskrun") / "run"
     cfg = validate_config(

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from annot_denoise.augment import augment_scan, crop, crop_box
-from annot_denoise.data import SyntheticDataset
 from annot_denoise.io import list_images
+from annot_denoise.training.augment import augment_scan, crop, crop_box
+from annot_denoise.training.data import SyntheticDataset
 
 
 def test_augment_keeps_dtype_and_layout() -> None:

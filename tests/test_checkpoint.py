@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from annot_denoise.checkpoint import (
+from annot_denoise.models import MODELS
+from annot_denoise.training.checkpoint import (
     ARCH_ARGS,
     CheckpointError,
     export_model,
@@ -18,7 +19,6 @@ from annot_denoise.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from annot_denoise.models import MODELS
 
 
 def test_load_model_from_run(trained_run: Path) -> None:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from annot_denoise.checkpoint import load_model
 from annot_denoise.clean import CleanError, clean
 from annot_denoise.inference import Restorer
 from annot_denoise.io import read_image, write_image
+from annot_denoise.training.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def test_train_config_typo_is_exit_2_with_key_and_file(tmp_path: Path) -> None:
 
 
 def test_train_passes_validated_config_to_core(tmp_path: Path, monkeypatch) -> None:
-    import annot_denoise.train as train_module
+    import annot_denoise.training.loop as train_module
 
     seen = {}
 

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from annot_denoise.checkpoint import load_checkpoint
 from annot_denoise.io import list_images, read_image, write_image
+from annot_denoise.training.checkpoint import load_checkpoint
 
 ENV = {
     **os.environ,
@@ -181,10 +181,10 @@ def test_clean_killed_again_and_again_finishes_with_identical_bytes(
 
 
 def test_rerun_after_a_kill_sweeps_stale_temporaries(scans: Path, tmp_path: Path) -> None:
-    from annot_denoise.checkpoint import load_model
     from annot_denoise.clean import clean
     from annot_denoise.inference import Restorer
     from annot_denoise.pretrained import resolve_model
+    from annot_denoise.training.checkpoint import load_model
 
     model, ckpt = load_model(resolve_model(None))
     restorer = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
@@ -288,7 +288,7 @@ def test_train_killed_before_and_after_a_checkpoint_resumes_to_the_same_weights(
 # metrics row) are written.
 KILL_AFTER_FIRST_CHECKPOINT = """
 import os, signal, sys
-import annot_denoise.train as train_module
+import annot_denoise.training.loop as train_module
 real = train_module.save_checkpoint
 def save_then_die(path, state):
     real(path, state)

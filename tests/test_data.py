@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from annot_denoise.config import validate_config
-from annot_denoise.data import (
+from annot_denoise.io import write_image
+from annot_denoise.training.data import (
     DatasetError,
     PairedDataset,
     build_datasets,
@@ -17,7 +18,6 @@ from annot_denoise.data import (
     find_pairs,
     split_pairs,
 )
-from annot_denoise.io import write_image
 
 
 def test_pairs_masks_and_groups(synth_dir: Path) -> None:
@@ -121,7 +121,7 @@ def test_a_patch_no_image_can_hold_is_refused_before_decoding(
 ) -> None:
     """Crops are zero-padded up to the patch: a patch larger than every scan would
     train the network on padding. The 96x128 scans hold at most a 96-px square."""
-    from annot_denoise import data
+    from annot_denoise.training import data
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded before the patch was checked")

@@ -29,13 +29,13 @@ from pydicom.uid import (  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from annot_denoise import dicom  # noqa: E402
-from annot_denoise.checkpoint import load_model  # noqa: E402
 from annot_denoise.clean import clean, mask_path  # noqa: E402
 from annot_denoise.cli import app  # noqa: E402
 from annot_denoise.inference import Restorer  # noqa: E402
 from annot_denoise.io import ImageReadError, list_images, read_image, write_image  # noqa: E402
 from annot_denoise.pretrained import resolve_model  # noqa: E402
 from annot_denoise.synth.pipeline import synth  # noqa: E402
+from annot_denoise.training.checkpoint import load_model  # noqa: E402
 
 US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -474,8 +474,8 @@ def test_clean_without_the_extra_names_it_and_carries_on(
 
 
 def test_training_on_the_fly_takes_every_frame_of_a_cine_loop(tmp_path: Path) -> None:
-    from annot_denoise.data import SyntheticDataset, _readable
     from annot_denoise.phantom import make_phantom
+    from annot_denoise.training.data import SyntheticDataset, _readable
 
     loop = np.stack([make_phantom(64, 80, np.random.default_rng(k)) for k in range(3)])
     (tmp_path / "loop.dcm").write_bytes(to_bytes(make_dataset(loop)))
@@ -492,10 +492,10 @@ def test_training_on_the_fly_takes_every_frame_of_a_cine_loop(tmp_path: Path) ->
 
 def test_train_and_eval_take_dicom_scans(tmp_path: Path) -> None:
     from annot_denoise.config import validate_config
-    from annot_denoise.evaluate import evaluate
+    from annot_denoise.evaluation.evaluate import evaluate
     from annot_denoise.phantom import make_phantom
     from annot_denoise.synth.pipeline import annotate
-    from annot_denoise.train import train
+    from annot_denoise.training.loop import train
 
     scans = tmp_path / "scans"
     pairs = tmp_path / "pairs"

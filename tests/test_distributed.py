@@ -14,7 +14,7 @@ TRAIN_SCRIPT = """
 import json, os, sys
 import torch
 from annot_denoise.config import validate_config
-from annot_denoise.train import train
+from annot_denoise.training.loop import train
 cfg = validate_config(json.loads(sys.argv[1]))
 result = train(cfg, device="cpu", resume=sys.argv[3] == "resume")
 torch.save(result.model.state_dict(), os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annot_denoise.baselines import identity, telea
-from annot_denoise.checkpoint import load_model
-from annot_denoise.evaluate import evaluate, score
+from annot_denoise.evaluation.baselines import identity, telea
+from annot_denoise.evaluation.evaluate import evaluate, score
 from annot_denoise.inference import Restorer
 from annot_denoise.io import read_image
+from annot_denoise.training.checkpoint import load_model
 
 
 def _restorer(run: Path) -> Restorer:
@@ -85,8 +85,8 @@ def test_unreadable_pair_is_reported(trained_run: Path, synth_dir: Path, tmp_pat
 
 
 def test_exact_images_count_in_the_means_at_the_cap() -> None:
-    from annot_denoise.evaluate import _mean
-    from annot_denoise.metrics import PSNR_CAP
+    from annot_denoise.evaluation.evaluate import _mean
+    from annot_denoise.evaluation.metrics import PSNR_CAP
 
     # Dropping the exact image would score 40 dB, as if it had not been cleaned.
     assert _mean([40.0, math.inf], cap=PSNR_CAP) == (40.0 + PSNR_CAP) / 2

@@ -10,11 +10,11 @@ import torch
 from standins import BrightMarksInTwoStages, FixedDetections, MarksAreBright
 from torch import nn
 
-from annot_denoise.checkpoint import load_model
 from annot_denoise.inference import DEFAULT_STEPS, STEPS, PostprocessConfig, Restorer
 from annot_denoise.inference.postprocess import Frame
 from annot_denoise.inference.postprocess.common import with_telea
 from annot_denoise.phantom import make_phantom
+from annot_denoise.training.checkpoint import load_model
 
 DEFAULTS = PostprocessConfig()
 

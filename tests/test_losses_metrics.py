@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from annot_denoise.losses import restoration_loss, weighted_mse
-from annot_denoise.metrics import mask_scores, mean_abs_change, psnr, ssim
+from annot_denoise.evaluation.metrics import mask_scores, mean_abs_change, psnr, ssim
+from annot_denoise.training.losses import restoration_loss, weighted_mse
 
 
 def test_weighted_mse_matches_the_formula() -> None:

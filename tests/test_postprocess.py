@@ -13,13 +13,13 @@ from pydantic import ValidationError
 from standins import BrightMarksInTwoStages
 from typer.testing import CliRunner
 
-from annot_denoise.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from annot_denoise.cli import app
 from annot_denoise.inference import DEFAULT_STEPS, STEPS, PostprocessConfig, Restorer, with_steps
 from annot_denoise.inference.postprocess import STAGES
 from annot_denoise.io import write_image
 from annot_denoise.phantom import make_phantom
 from annot_denoise.synth.pipeline import annotate
+from annot_denoise.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_the_registry_and_its_config_agree() -> None:
@@ -102,7 +102,7 @@ def test_a_checkpoint_carries_its_steps_and_a_bad_list_is_refused(
     assert PostprocessConfig.model_validate(ckpt["inference"]["postprocess"]) == PostprocessConfig()
     ckpt["inference"]["postprocess"] = {"steps": ["grey_scan"]}
     save_checkpoint(tmp_path / "some.pt", ckpt)
-    from annot_denoise.checkpoint import model_from_checkpoint
+    from annot_denoise.training.checkpoint import model_from_checkpoint
 
     loaded = load_checkpoint(tmp_path / "some.pt")
     r = Restorer.from_checkpoint(model_from_checkpoint(loaded), loaded, torch.device("cpu"))

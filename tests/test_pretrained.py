@@ -10,12 +10,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from annot_denoise.checkpoint import CheckpointError, export_model, load_checkpoint, load_model
 from annot_denoise.cli import app
 from annot_denoise.inference import Restorer
 from annot_denoise.phantom import make_phantom
 from annot_denoise.pretrained import PRETRAINED, describe_models, resolve_model
 from annot_denoise.synth.pipeline import annotate
+from annot_denoise.training.checkpoint import (
+    CheckpointError,
+    export_model,
+    load_checkpoint,
+    load_model,
+)
 
 
 @pytest.mark.parametrize("name", ["default", "fast"])

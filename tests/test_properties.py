@@ -23,13 +23,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from annot_denoise.checkpoint import load_model
 from annot_denoise.clean import clean, mask_path
 from annot_denoise.inference import Restorer
 from annot_denoise.io import differs, read_image, split_alpha, to_grey, to_rgb, write_image
 from annot_denoise.pretrained import resolve_model
 from annot_denoise.synth.drawers import COLORS, DRAWERS
 from annot_denoise.synth.pipeline import annotate, promote
+from annot_denoise.training.checkpoint import load_model
 
 CHANNELS = {"grey": 0, "grey+alpha": 2, "rgb": 3, "rgba": 4}  # 0 = a plain HxW array
 DTYPES = [np.uint8, np.uint16]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annot_denoise.report import GalleryItem, curves_png, write_report
+from annot_denoise.evaluation.report import GalleryItem, curves_png, write_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -58,9 +58,9 @@ def test_report_is_self_contained(tmp_path: Path) -> None:
 def test_eval_writes_report_html(trained_run: Path, synth_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from annot_denoise.checkpoint import load_model
-    from annot_denoise.evaluate import evaluate
+    from annot_denoise.evaluation.evaluate import evaluate
     from annot_denoise.inference import Restorer
+    from annot_denoise.training.checkpoint import load_model
 
     model, ckpt = load_model(trained_run / "best.pt")
     restorer = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from annot_denoise.checkpoint import load_checkpoint
 from annot_denoise.config import load_config, validate_config
-from annot_denoise.rundir import RunFolderError
-from annot_denoise.train import TrainingError, train
+from annot_denoise.training.checkpoint import load_checkpoint
+from annot_denoise.training.loop import TrainingError, train
+from annot_denoise.training.rundir import RunFolderError
 
 
 def _cfg(data: Path, out: Path, **train_kw):
@@ -52,7 +52,7 @@ def test_training_reduces_the_loss(synth_dir: Path, tmp_path: Path, device: str)
 
 
 def test_resume_equals_uninterrupted(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import annot_denoise.train as train_module
+    import annot_denoise.training.loop as train_module
 
     real_validate, calls = train_module.validate, []
 
@@ -181,8 +181,8 @@ def test_fine_tune_from_the_default_model(phantom_dir: Path, tmp_path: Path) -> 
 def test_new_narrow_detector_in_front_of_the_frozen_default_inpainter(
     phantom_dir: Path, tmp_path: Path
 ) -> None:
-    from annot_denoise.checkpoint import load_model
     from annot_denoise.pretrained import PRETRAINED
+    from annot_denoise.training.checkpoint import load_model
 
     cfg = validate_config(
         {
@@ -241,7 +241,7 @@ def test_a_spent_time_budget_still_trains_a_step(synth_dir: Path, tmp_path: Path
 
 def _poison(monkeypatch, after_first_epoch: bool) -> None:
     """Make the training loss NaN from the first step, or once an epoch has finished."""
-    import annot_denoise.train as train_module
+    import annot_denoise.training.loop as train_module
 
     real_objective, real_validate = train_module.objective, train_module.validate
     state = {"bad": not after_first_epoch}
@@ -291,7 +291,7 @@ import torch
 torch.cuda.is_available = lambda: True  # a machine with a GPU, and a run on its CPU
 from annot_denoise.config import validate_config
 from annot_denoise.models import build_model
-from annot_denoise.train import TrainingError, train_one_epoch
+from annot_denoise.training.loop import TrainingError, train_one_epoch
 
 cfg = validate_config({{"output": {{"dir": {str(tmp_path)!r}}}}})
 model = build_model("unet", in_channels=1, width=4, depth=1)
@@ -330,7 +330,7 @@ def test_an_output_dir_that_is_a_file_is_refused(synth_dir: Path, tmp_path: Path
 
 
 def test_a_run_refused_before_training_leaves_no_folder(synth_dir: Path, tmp_path: Path) -> None:
-    from annot_denoise.data import DatasetError
+    from annot_denoise.training.data import DatasetError
 
     cfg = _cfg(synth_dir, tmp_path / "r").model_dump()
     cfg["data"].update(size=None, patch=200)
@@ -377,7 +377,7 @@ def test_resume_keeps_the_architecture(
 
 
 def test_an_exported_model_cannot_be_resumed(run_copy: Path) -> None:
-    from annot_denoise.checkpoint import export_model
+    from annot_denoise.training.checkpoint import export_model
 
     export_model(run_copy / "last.pt", run_copy / "last.pt")
     with pytest.raises(RunFolderError, match="cannot be resumed: it has no optimizer"):

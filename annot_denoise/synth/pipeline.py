@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from annot_denoise.evaluation.sheet import contact_sheet
 from annot_denoise.guard import UnsafeOutputError, WriteGuard
 from annot_denoise.io import (
     ImageReadError,
@@ -36,7 +37,6 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.progress import Progress
-from annot_denoise.sheet import contact_sheet
 from annot_denoise.synth.drawers import COLORS, DRAWERS
 from annot_denoise.synth.placement import content_region
 

@@ -22,8 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from annot_denoise.baselines import BASELINES
-from annot_denoise.data import DatasetError, check_pairs, find_pairs, read_pair
+from annot_denoise.evaluation.baselines import BASELINES
+from annot_denoise.evaluation.metrics import PSNR_CAP, mask_scores, mean_abs_change, psnr, ssim
+from annot_denoise.evaluation.report import GalleryItem, write_report
+from annot_denoise.evaluation.sheet import contact_sheet
 from annot_denoise.guard import WriteGuard
 from annot_denoise.inference import Restorer
 from annot_denoise.io import (
@@ -35,10 +37,8 @@ from annot_denoise.io import (
     to_rgb,
     write_image,
 )
-from annot_denoise.metrics import PSNR_CAP, mask_scores, mean_abs_change, psnr, ssim
 from annot_denoise.progress import Progress
-from annot_denoise.report import GalleryItem, write_report
-from annot_denoise.sheet import contact_sheet
+from annot_denoise.training.data import DatasetError, check_pairs, find_pairs, read_pair
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from annot_denoise import __version__
+from annot_denoise.evaluation.sheet import as_display, thumbnail
 from annot_denoise.io import atomic_write_text, encode_image
-from annot_denoise.sheet import as_display, thumbnail
 
 METRIC_LABELS = {
     "psnr": "PSNR dB",

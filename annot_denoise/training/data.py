@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from annot_denoise.augment import augment_scan, crop, crop_box, window
 from annot_denoise.io import (
     ImageReadError,
     differs,
@@ -35,6 +34,7 @@ from annot_denoise.io import (
     to_grey,
     to_rgb,
 )
+from annot_denoise.training.augment import augment_scan, crop, crop_box, window
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from annot_denoise.config import TrainConfig
 from annot_denoise.distributed import World, all_sum
 from annot_denoise.models import model_outputs
-from annot_denoise.rundir import sample_row
 from annot_denoise.runtime import autocast
+from annot_denoise.training.rundir import sample_row
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 

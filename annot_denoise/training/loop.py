@@ -21,13 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from annot_denoise import distributed as distrib
-from annot_denoise import rundir
-from annot_denoise.checkpoint import load_checkpoint, save_checkpoint
 from annot_denoise.config import TrainConfig
-from annot_denoise.data import EpochSampler, build_datasets
 from annot_denoise.inference.postprocess import PostprocessConfig
 from annot_denoise.io import remove_stale_temporaries
-from annot_denoise.losses import restoration_loss
 from annot_denoise.models import build_model, model_outputs
 from annot_denoise.models.maskunet import STAGES
 from annot_denoise.progress import Progress
@@ -38,7 +34,11 @@ from annot_denoise.runtime import (
     rng_state,
     seed_everything,
 )
-from annot_denoise.validation import validate
+from annot_denoise.training import rundir
+from annot_denoise.training.checkpoint import load_checkpoint, save_checkpoint
+from annot_denoise.training.data import EpochSampler, build_datasets
+from annot_denoise.training.losses import restoration_loss
+from annot_denoise.training.validation import validate
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from torchvision.utils import make_grid
 
-from annot_denoise.checkpoint import load_checkpoint
 from annot_denoise.config import TrainConfig, dump_config, shown
 from annot_denoise.io import (
     atomic_write_bytes,
@@ -25,6 +24,7 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.runtime import set_rng_state
+from annot_denoise.training.checkpoint import load_checkpoint
 
 
 class RunFolderError(Exception):
@@ -207,7 +207,7 @@ def log_epoch(writer, row: dict, samples: list | None, run_dir: Path, epoch: int
 
 def write_curves(run_dir: Path, history: list[dict]) -> None:
     if history:
-        from annot_denoise.report import curves_png
+        from annot_denoise.evaluation.report import curves_png
 
         atomic_write_bytes(run_dir / "curves.png", curves_png({"train": history}))
 

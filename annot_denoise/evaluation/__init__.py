@@ -1,0 +1,8 @@
+"""Measure a model against ground truth and baselines.
+
+- :mod:`.metrics`: PSNR, SSIM and the mask metrics;
+- :mod:`.baselines`: the methods every score is compared with;
+- :mod:`.evaluate`: scoring a model over pairs;
+- :mod:`.report`: the HTML report;
+- :mod:`.sheet`: contact sheets of before and after.
+"""
