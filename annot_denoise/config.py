@@ -32,6 +32,10 @@ Depth = Annotated[int, Field(ge=1, le=7)]
 Norm = Literal["batch", "group", "none"]
 Channels = Literal[1, 3]
 MaskDilate = Annotated[int, Field(ge=0, le=32)]
+# Pixels the thresholded detection grows by at inference unless a checkpoint or the
+# caller says otherwise: the one default the restorer, the model, checkpoints and
+# training configs share.
+MASK_DILATE = 1
 MIN_SIDE, MAX_SIDE = 16, 8192  # a resize target or patch side, in pixels
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -137,7 +141,7 @@ class ModelConfig(_Strict):
         description="start from these weights: 'default' (the shipped model) or a checkpoint",
     )
     mask_dilate: MaskDilate = Field(
-        1, description="maskunet: pixels the predicted mask may grow by at inference"
+        MASK_DILATE, description="maskunet: pixels the predicted mask may grow by at inference"
     )
     detector_width: Width | None = Field(
         None,

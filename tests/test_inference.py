@@ -917,3 +917,29 @@ def test_what_counts_as_a_marks_own_value() -> None:
     grey[::2, ::2] = 100 + MARK_CONTRAST - 1  # a checkered 'tissue'
     grey[line] = 100 + MARK_CONTRAST - 1
     assert np.array_equal(completed(grey, found), found)
+
+
+def test_one_default_for_how_far_the_mask_grows() -> None:
+    """A restorer built directly, one from a checkpoint that does not say, a new
+    training config and the model's own forward and inpaint all grow a detection
+    by the same number of pixels."""
+    import inspect
+
+    from annot_denoise.config import validate_config
+    from annot_denoise.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("maskunet", in_channels=1, width=8, depth=2).eval()
+    cpu = torch.device("cpu")
+    configured = validate_config({}).model.mask_dilate
+    assert Restorer(model, channels=1, device=cpu).dilate == configured
+    silent = {"data": {"channels": 1}, "inference": {}}
+    assert Restorer.from_checkpoint(model, silent, cpu).dilate == configured
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    detected = torch.zeros(1, 1, 32, 32)
+    detected[..., 16, 16] = 1
+    with torch.no_grad():
+        holes = {d: model.inpaint(x, detected, d)[1] for d in (configured, configured + 2)}
+        assert not torch.equal(holes[configured], holes[configured + 2])  # growth shows
+        assert torch.equal(model.inpaint(x, detected)[1], holes[configured])
+    assert inspect.signature(model.forward).parameters["dilate"].default == configured

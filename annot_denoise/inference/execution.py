@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from annot_denoise.config import MASK_DILATE
 from annot_denoise.models import model_outputs
 from annot_denoise.runtime import amp_dtype, autocast
 
@@ -44,7 +45,7 @@ class Network:
         device: torch.device,
         amp: bool = True,
         threshold: float = 0.5,
-        dilate: int = 2,
+        dilate: int = MASK_DILATE,
         tile: int = 1024,
         batch_size: int = 4,
         tta: bool = False,

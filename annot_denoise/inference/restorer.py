@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from annot_denoise.config import MASK_DILATE
 from annot_denoise.inference.execution import Network, crops, resize
 from annot_denoise.inference.postprocess import Frame, PostprocessConfig, run_stage
 from annot_denoise.inference.postprocess.common import LUMA
@@ -93,7 +94,7 @@ class Restorer(Network):
             size=ckpt["data"].get("size"),
             device=device,
             threshold=infer.get("mask_threshold", 0.5) if threshold is None else threshold,
-            dilate=infer.get("mask_dilate", 2) if dilate is None else dilate,
+            dilate=infer.get("mask_dilate", MASK_DILATE) if dilate is None else dilate,
             postprocess=postprocess
             or (PostprocessConfig.model_validate(stored) if stored is not None else None),
             **settings,

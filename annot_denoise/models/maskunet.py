@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from annot_denoise.config import MASK_DILATE
 from annot_denoise.models.common import conv_block, pad_to_multiple
 
 
@@ -131,7 +132,7 @@ class MaskUNet(nn.Module):
         x: torch.Tensor,
         true_mask: torch.Tensor | None = None,
         threshold: float = 0.5,
-        dilate: int = 2,
+        dilate: int = MASK_DILATE,
     ) -> dict[str, torch.Tensor]:
         """``output`` (soft composite), ``mask_logits``, ``content`` and ``hole`` (Bx1xHxW).
 
@@ -166,7 +167,7 @@ class MaskUNet(nn.Module):
         return self.mask_head(fine)[..., :h, :w]
 
     def inpaint(
-        self, x: torch.Tensor, detected: torch.Tensor, dilate: int = 2
+        self, x: torch.Tensor, detected: torch.Tensor, dilate: int = MASK_DILATE
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(content, hole) for ``x`` given the thresholded detection (Bx1xHxW, 0/1)."""
         padded, (h, w) = pad_to_multiple(x, 2 ** (self.depth + 1))

@@ -23,6 +23,7 @@ from torch import nn
 
 from annot_denoise import __version__
 from annot_denoise.config import (
+    MASK_DILATE,
     Channels,
     Depth,
     MaskDilate,
@@ -92,7 +93,7 @@ class _Data(_Section):
 
 class _Inference(_Section):
     mask_threshold: float = Field(0.5, ge=0, le=1)
-    mask_dilate: MaskDilate = 2
+    mask_dilate: MaskDilate = MASK_DILATE
     # The post-processing steps the model runs with (None: every step, defaults).
     postprocess: dict[str, Any] | None = None
 
