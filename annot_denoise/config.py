@@ -3,8 +3,8 @@
 ``load_config(path, overrides)`` reads YAML into a dict, applies ``key.sub=value``
 overrides, then validates once. Any unknown key, wrong type or out-of-range value
 raises :class:`ConfigError` whose message names the key and the file. Configs are
-small: a file over :data:`MAX_CONFIG_BYTES`, or YAML whose aliases expand past
-:data:`MAX_YAML_NODES` values or :data:`MAX_YAML_DEPTH` levels, is refused unparsed.
+small: :mod:`annot_denoise.safe_yaml` refuses, unparsed, files or ``--set`` values
+too big, too deep or expanding too far.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from annot_denoise import safe_yaml
+
 ArchName = Literal["autoencoder", "unet", "maskunet"]
 # Bounds shared with the checkpoint metadata (checkpoint.py): what a config may ask
 # for, a checkpoint may describe.
@@ -38,11 +40,6 @@ MaskDilate = Annotated[int, Field(ge=0, le=32)]
 MASK_DILATE = 1
 MIN_SIDE, MAX_SIDE = 16, 8192  # a resize target or patch side, in pixels
 
-MAX_CONFIG_BYTES = 1 << 20
-# A full config is about 60 values five levels deep; these leave a wide margin and
-# stop "billion laughs" aliases before anything walks (or prints) their expansion.
-MAX_YAML_NODES = 10_000
-MAX_YAML_DEPTH = 16
 MAX_PROBLEMS = 10  # validation problems listed before "... and N more"
 
 
@@ -227,10 +224,10 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainC
     raw: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = _safe_yaml(_read_config_text(Path(path))) or {}
+            raw = safe_yaml.load(safe_yaml.read_text(Path(path))) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
-        except _Refused as exc:
+            raise ConfigError(f"{path}: not valid YAML ({safe_yaml.problem(exc)})") from None
+        except safe_yaml.Refused as exc:
             raise ConfigError(f"{path}: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
@@ -240,100 +237,6 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainC
         apply_override(raw, item)
     keys = [item.partition("=")[0].strip() for item in overrides or []]
     return validate_config(raw, source, override_keys=keys)
-
-
-class _Refused(Exception):
-    """YAML refused before it is built: too big, too deep, or self-referring."""
-
-
-def _read_config_text(path: Path) -> str:
-    """The file's text, read no further than :data:`MAX_CONFIG_BYTES` (a pipe or
-    /dev/zero never ends)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise _Refused(f"cannot read config ({exc.strerror or exc})") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise _Refused(
-            f"refused: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few dozen lines"
-        )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Refused(f"not UTF-8 text (byte {exc.start})") from None
-
-
-def _safe_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that measures the composed node graph before building it."""
-    loader = _BoundedLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _measure(node, 0, {}, set())
-        try:
-            return loader.construct_document(node)
-        except (ValueError, OverflowError) as exc:  # e.g. an integer of 5000 digits
-            raise _Refused(f"not valid YAML ({str(exc).splitlines()[0][:160]})") from None
-    finally:
-        loader.dispose()
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's composer recurses once per level: stop before Python's stack does."""
-
-    _level = 0
-
-    def compose_node(self, parent, index):
-        self._level += 1
-        try:
-            if self._level > MAX_YAML_DEPTH:
-                raise _Refused(_too_deep())
-            return super().compose_node(parent, index)
-        finally:
-            self._level -= 1
-
-
-def _measure(
-    node: yaml.Node, depth: int, memo: dict[int, tuple[int, int]], active: set[int]
-) -> tuple[int, int]:
-    """(values, levels) of ``node`` as if every alias were expanded, without expanding:
-    a node reached again through an alias reuses its memoised count."""
-    if depth > MAX_YAML_DEPTH:
-        raise _Refused(_too_deep())
-    if isinstance(node, yaml.ScalarNode):
-        return 1, 0
-    key = id(node)
-    if key in memo:
-        if depth + memo[key][1] > MAX_YAML_DEPTH:
-            raise _Refused(_too_deep())
-        return memo[key]
-    if key in active:
-        raise _Refused("refused: an alias refers to a node that contains it")
-    active.add(key)
-    size, height = 1, 0
-    for child in _children(node):
-        count, levels = _measure(child, depth + 1, memo, active)
-        size, height = size + count, max(height, levels + 1)
-        if size > MAX_YAML_NODES:
-            raise _Refused(
-                f"refused: its anchors and aliases expand to more than {MAX_YAML_NODES} "
-                "values; a config has a few dozen"
-            )
-    active.discard(key)
-    memo[key] = (size, height)
-    return size, height
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return list(node.value)
-
-
-def _too_deep() -> str:
-    return f"refused: nested more than {MAX_YAML_DEPTH} levels deep; a config has five"
 
 
 def validate_config(
@@ -401,20 +304,13 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set {shown(item)}: {part!r} is a value, not a section")
         node = child
     try:
-        node[parts[-1]] = _safe_yaml(value)
+        node[parts[-1]] = safe_yaml.load(value)
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"--set {shown(item)}: cannot parse the value ({_yaml_problem(exc)})"
+            f"--set {shown(item)}: cannot parse the value ({safe_yaml.problem(exc)})"
         ) from None
-    except _Refused as exc:
+    except safe_yaml.Refused as exc:
         raise ConfigError(f"--set {shown(item)}: {exc}") from None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's multi-line report as one line: what and where."""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def dump_config(cfg: BaseModel) -> str:
