@@ -4,12 +4,17 @@ Every ``draw_*`` function has the same contract::
 
     mask = draw_x(image, rng, region=None, colors=("white", "yellow", "cyan"), record=None)
 
+(``draw_text`` and ``draw_mixed`` also take ``labels``, a replacement label vocabulary.)
+
 It draws in place on an HxW, HxWx3 or HxWx4 uint8/uint16 array (alpha is left alone,
 grey images get the colour's luminance), uses only ``rng`` (same image and seed give the
 same bytes), and returns the boolean HxW mask of every pixel it painted; no pixel outside
-the mask changes. ``region`` is the scan's content mask (computed when None). When a dict
-is passed as ``record``, the drawn parameters are added to it, JSON-serialisable.
-``DRAWERS`` maps names to functions; ``"mixed"`` combines the others.
+the mask changes. ``region`` is the scan's content mask (computed when None). ``colors``
+names colours in ``COLORS`` or holds ``"sampled"`` (a colour drawn per mark around the
+families scanners use, see ``render.sample_color``). When a dict is passed as ``record``,
+the drawn parameters are added to it, JSON-serialisable. ``DRAWERS`` maps names to
+functions; ``"mixed"`` combines the clinician's marks (not ``colorbar``: scanners draw
+bars themselves, see ``scanner_ui``).
 """
 
 from __future__ import annotations
@@ -18,23 +23,29 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import marks, overlays
+from . import icons, marks, overlays
 from .placement import Scene
-from .render import COLORS, Painter, Palette, check_image, composite
+from .render import COLORS, SAMPLED, Painter, Palette, check_image, composite, sample_color
+from .vocabulary import check_labels
 
 __all__ = [
     "COLORS",
     "DRAWERS",
+    "SAMPLED",
     "composite",
     "describe_drawers",
     "draw_arrows",
+    "draw_body_marker",
     "draw_calipers",
     "draw_colorbar",
+    "draw_cursors",
     "draw_markers",
     "draw_measurements",
     "draw_mixed",
     "draw_shapes",
+    "draw_side_letters",
     "draw_text",
+    "sample_color",
 ]
 
 DEFAULT_COLORS: tuple[str, ...] = ("white", "yellow", "cyan")
@@ -89,12 +100,16 @@ def draw_text(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    labels: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Clinical text labels ("RT BREAST", "Lt Ovary", "SAG"...) in several fonts and sizes.
 
-    Draws in place; returns the boolean HxW mask of the pixels it painted.
+    ``labels`` replaces the built-in vocabulary (``vocabulary.LABELS`` and side + site
+    combinations) with the caller's words, one label per item. Draws in place; returns
+    the boolean HxW mask of the pixels it painted.
     """
-    return _run(overlays.labels, image, rng, region, colors, record)
+    vocab = check_labels(labels) if labels is not None else None
+    return _run(overlays.labels, image, rng, region, colors, record, vocabulary=vocab)
 
 
 def draw_measurements(
@@ -169,10 +184,59 @@ def draw_colorbar(
 ) -> np.ndarray:
     """A vertical grey or colour-map bar near one side, with optional ticks and end labels.
 
-    Draws in place; returns the boolean HxW mask of the pixels it painted. The bar keeps
-    its own colours; ``colors`` applies to its frame, ticks and labels.
+    Scanners burn such bars in themselves: they belong to the scanner-interface generator
+    (``scanner_ui``, drawn on both images of a pair), and this drawer is no part of
+    ``mixed``. It stays as an explicit choice, for masks that must cover a bar. Draws in
+    place; returns the boolean HxW mask of the pixels it painted. The bar keeps its own
+    colours; ``colors`` applies to its frame, ticks and labels.
     """
     return _run(overlays.colorbar, image, rng, region, colors, record)
+
+
+def draw_cursors(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    region: np.ndarray | None = None,
+    colors: Sequence[str] = DEFAULT_COLORS,
+    record: dict | None = None,
+) -> np.ndarray:
+    """White pointer or pointing-hand cursors with a dark outline, parked on the image.
+
+    Cursors are white on every scanner, so ``colors`` is accepted and not used. Draws in
+    place; returns the boolean HxW mask of the pixels it painted.
+    """
+    return _run(icons.cursors, image, rng, region, colors, record)
+
+
+def draw_body_marker(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    region: np.ndarray | None = None,
+    colors: Sequence[str] = DEFAULT_COLORS,
+    record: dict | None = None,
+) -> np.ndarray:
+    """A body-marker pictogram (breast, abdomen, thyroid, neck, pelvis) with a probe bar.
+
+    Draws in place; returns the boolean HxW mask of the pixels it painted.
+    """
+    return _run(icons.body_marker, image, rng, region, colors, record)
+
+
+def draw_side_letters(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    region: np.ndarray | None = None,
+    colors: Sequence[str] = DEFAULT_COLORS,
+    record: dict | None = None,
+) -> np.ndarray:
+    """A side letter or orientation word ("R", "LT", "SAG") at a top corner, often bold.
+
+    Draws in place; returns the boolean HxW mask of the pixels it painted.
+    """
+    return _run(overlays.side_letters, image, rng, region, colors, record)
 
 
 # Probability that ``mixed`` includes each part; at least one is always drawn.
@@ -183,7 +247,9 @@ MIXED_ODDS: dict[str, float] = {
     "arrows": 0.2,
     "markers": 0.15,
     "shapes": 0.15,
-    "colorbar": 0.12,
+    "side_letters": 0.2,
+    "cursors": 0.15,
+    "body_marker": 0.12,
 }
 _PARTS: dict[str, Callable[..., object]] = {
     "calipers": marks.calipers,
@@ -192,7 +258,9 @@ _PARTS: dict[str, Callable[..., object]] = {
     "arrows": marks.arrows,
     "markers": marks.markers,
     "shapes": marks.shapes,
-    "colorbar": overlays.colorbar,
+    "side_letters": overlays.side_letters,
+    "cursors": icons.cursors,
+    "body_marker": icons.body_marker,
 }
 
 
@@ -203,6 +271,7 @@ def _mixed(
     palette: Palette,
     rec: dict,
     parts: Sequence[str] | None = None,
+    vocabulary: Sequence[str] | None = None,
 ) -> None:
     odds_by_name = {k: v for k, v in MIXED_ODDS.items() if parts is None or k in parts}
     names = [name for name, p in odds_by_name.items() if rng.random() < p]
@@ -210,7 +279,11 @@ def _mixed(
         odds = np.array(list(odds_by_name.values()))
         names = [list(odds_by_name)[int(rng.choice(len(odds), p=odds / odds.sum()))]]
     # Calipers come before the readout and labels that refer to them.
-    order = ["colorbar", "shapes", "markers", "arrows", "calipers", "measurements", "text"]
+    # Cursors come last: the pointer is parked over whatever was drawn.
+    order = [
+        "shapes", "body_marker", "markers", "arrows", "calipers", "measurements", "text",
+        "side_letters", "cursors",
+    ]  # fmt: skip
     pairs = None
     drawn = []
     for name in sorted(names, key=order.index):
@@ -221,6 +294,8 @@ def _mixed(
             ys = [p[1] for pair in pairs for p in pair]
             xs = [p[0] for pair in pairs for p in pair]
             kwargs["anchor"] = (float(np.mean(xs)), float(max(ys)))
+        if name == "text":
+            kwargs["vocabulary"] = vocabulary
         if name == "measurements" and pairs and rng.random() < 0.7:
             kwargs["lines"] = min(len(pairs), 4)
         result = _PARTS[name](painter, scene, rng, palette, sub, **kwargs)
@@ -238,19 +313,22 @@ def draw_mixed(
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
     parts: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """A random combination of the other drawers, labels often next to the calipers.
+    """A random combination of the clinician's marks, labels often next to the calipers.
 
     Draws in place; returns the boolean HxW mask of the pixels it painted. ``record`` gets
     ``{"parts": [{"drawer": name, ...}, ...]}``. ``parts`` limits the drawers it may
-    combine (e.g. to hold one style out of training).
+    combine (e.g. to hold one style out of training); ``labels`` replaces the label
+    vocabulary of its text. Colour bars are not among the parts: scanners draw them.
     """
     unknown = set(parts or ()) - set(MIXED_ODDS)
     if unknown or (parts is not None and not parts):
         raise ValueError(
             f"unknown or no mixed parts {sorted(unknown)}; choose from {list(MIXED_ODDS)}"
         )
-    return _run(_mixed, image, rng, region, colors, record, parts=parts)
+    vocab = check_labels(labels) if labels is not None else None
+    return _run(_mixed, image, rng, region, colors, record, parts=parts, vocabulary=vocab)
 
 
 DRAWERS: dict[str, Callable[..., np.ndarray]] = {
@@ -261,6 +339,9 @@ DRAWERS: dict[str, Callable[..., np.ndarray]] = {
     "markers": draw_markers,
     "shapes": draw_shapes,
     "colorbar": draw_colorbar,
+    "cursors": draw_cursors,
+    "body_marker": draw_body_marker,
+    "side_letters": draw_side_letters,
     "mixed": draw_mixed,
 }
 

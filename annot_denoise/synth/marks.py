@@ -54,6 +54,10 @@ def calipers(
     numbers = rng.random() < 0.65
     num_style = random_text_style(rng, max(6.0, size * rng.uniform(0.6, 0.9)), palette.antialias)
     num_end = int(rng.random() < 0.6)
+    both_ends = rng.random() < 0.2
+    # Index text: "1", the marker symbol and number ("+1", "x2", as on Philips and
+    # SonoSite screens) or "D1".
+    index = pick(rng, ("n", "symbol", "D"), (0.55, 0.3, 0.15))
     # Where the pair number sits relative to its cross: mostly up-right, as on GE scanners.
     dx, dy = pick(rng, ((1, -1), (1, 0), (-1, -1), (1, 1)), (0.55, 0.2, 0.15, 0.1))
     near = rng.uniform(0.2, 0.5) * size
@@ -99,12 +103,12 @@ def calipers(
             else:
                 g.dashed(cov, seg, on, off + style.thickness, style.thickness, style.line_type)
         if numbers:
-            p = (a, b)[num_end]
-            label = str(k + 1)
+            label = {"n": "", "symbol": shape, "D": "D"}[index] + str(k + 1)
             w, asc, _ = text_box(label, num_style)
-            x = p[0] - near - w if dx < 0 else p[0] + near
-            y = p[1] - near - asc if dy < 0 else p[1] - asc / 2 if dy == 0 else p[1] + near
-            put_text(cov, label, (x, y), num_style)
+            for p in (a, b) if both_ends else ((a, b)[num_end],):
+                x = p[0] - near - w if dx < 0 else p[0] + near
+                y = p[1] - near - asc if dy < 0 else p[1] - asc / 2 if dy == 0 else p[1] + near
+                put_text(cov, label, (x, y), num_style)
         painter.paint(cov, style.rgb, blur=style.blur)
     rec.update(
         pairs=[[_pt(a), _pt(b)] for a, b in pairs],
@@ -115,6 +119,8 @@ def calipers(
         gap=round(gap, 2),
         numbers=bool(numbers),
         number_font=num_style.record() if numbers else None,
+        index=index if numbers else None,
+        index_both_ends=bool(numbers and both_ends),
         **styles[0],  # the first pair's colour etc.; ``styles`` has every pair's
         styles=styles,
     )

@@ -1,4 +1,5 @@
-"""Screen furniture burned into scans: text labels, measurement readouts and colour bars.
+"""Text a clinician adds to the screen: labels, side letters and measurement readouts,
+plus the colour bar kept as an explicit drawer (scanner bars belong to ``scanner_ui``).
 
 Same conventions as ``marks``: paint through a ``Painter``, place with a ``Scene``,
 record JSON-safe parameters in ``rec``; sizes are for a 500-px scan times ``scene.scale``.
@@ -6,13 +7,17 @@ record JSON-safe parameters in ``rec``; sizes are for a 500-px scan times ``scen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 from . import geometry as g
 from .placement import Point, Scene
 from .render import BLACK, SHIFT, Painter, Palette, fixed, pick
-from .text import FONTS, SCANNER, TextStyle, put_text, random_label, random_text_style, text_box
+from .text import FONTS, TextStyle, put_text, random_text_style, text_box
+from .ui_parts import COLORMAPS, paint_bar
+from .vocabulary import SIDES, random_label
 
 
 def _block_size(lines: list[str], style: TextStyle, spacing: float) -> tuple[float, float]:
@@ -56,9 +61,10 @@ def labels(
     palette: Palette,
     rec: dict,
     anchor: Point | None = None,
+    vocabulary: Sequence[str] | None = None,
 ) -> None:
     """1-3 clinical labels inside the content, in its lower corner, in the margin or by
-    ``anchor`` (a caliper endpoint)."""
+    ``anchor`` (a caliper endpoint); words from ``vocabulary`` (built-in when None)."""
     s = scene.scale
     font = None if rng.random() < 0.25 else pick(rng, FONTS)
     items = []
@@ -66,18 +72,15 @@ def labels(
         name, rgb = palette.color()
         height = max(7.0, rng.uniform(10.0, 18.0) * s)
         style = random_text_style(rng, height, palette.antialias, font)
-        scanner = rng.random() < 0.1
-        text = [SCANNER[int(rng.integers(len(SCANNER)))] if scanner else random_label(rng)]
-        if not scanner and rng.random() < 0.12:
-            text.append(random_label(rng))
+        text = [random_label(rng, vocabulary)]
+        if rng.random() < 0.12:
+            text.append(random_label(rng, vocabulary))
         spacing = style.height * rng.uniform(1.4, 1.8)
         w, h = _block_size(text, style, spacing)
         pad = style.height * rng.uniform(0.2, 0.45)
         where = pick(rng, ("inside", "lower", "margin"), (0.45, 0.35, 0.2))
         if anchor is not None and k == 0:
             where = "anchor"
-        elif scanner:
-            where = "corner"
         # Scanners never print text over text: retry a few spots clear of earlier marks.
         for _ in range(8):
             x, y = _label_spot(scene, rng, where, w, h, style.height, anchor)
@@ -205,42 +208,14 @@ def measurements(
     )
 
 
-# Colour-bar maps as (position 0 = bottom .. 1 = top, RGB) control points.
-COLORMAPS: dict[str, tuple[tuple[float, tuple[int, int, int]], ...]] = {
-    "grey": ((0.0, (0, 0, 0)), (1.0, (255, 255, 255))),
-    "doppler": (
-        (0.0, (120, 255, 255)),
-        (0.25, (0, 60, 255)),
-        (0.5, (0, 0, 0)),
-        (0.75, (230, 0, 0)),
-        (1.0, (255, 255, 120)),
-    ),
-    "jet": (
-        (0.0, (0, 0, 140)),
-        (0.3, (0, 140, 255)),
-        (0.5, (80, 255, 160)),
-        (0.7, (255, 230, 0)),
-        (1.0, (150, 0, 0)),
-    ),
-    "hot": ((0.0, (0, 0, 0)), (0.4, (200, 0, 0)), (0.75, (255, 200, 0)), (1.0, (255, 255, 230))),
-    "power": ((0.0, (60, 0, 0)), (0.5, (230, 90, 0)), (1.0, (255, 240, 150))),
-}
-
-
-def _ramp(name: str, n: int) -> np.ndarray:
-    """An n x 3 uint8 colour ramp, top row first."""
-    pos = np.array([p for p, _ in COLORMAPS[name]])
-    rgb = np.array([c for _, c in COLORMAPS[name]], dtype=np.float64)
-    t = np.linspace(1.0, 0.0, n)
-    return (
-        np.stack([np.interp(t, pos, rgb[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
-    )
-
-
 def colorbar(
     painter: Painter, scene: Scene, rng: np.random.Generator, palette: Palette, rec: dict
 ) -> None:
-    """A vertical grey or colour-map strip near the left or right edge, with ticks and labels."""
+    """A vertical grey or colour-map strip near the left or right edge, with ticks and labels.
+
+    Scanners draw such bars themselves (``scanner_ui``); as a mark it serves users who
+    want every overlay gone, and it is no part of ``mixed``.
+    """
     s, H, W = scene.scale, scene.height, scene.width
     cmap = pick(rng, tuple(COLORMAPS), (0.35, 0.25, 0.15, 0.1, 0.15))
     bw = int(np.clip(round(rng.uniform(6.0, 14.0) * s), 1, max(1, W // 4)))
@@ -255,11 +230,7 @@ def colorbar(
         x = gap if side == "left" else W - gap - bw
     x = int(np.clip(round(x), 0, W - bw))
     y = int(np.clip(round(rng.uniform(0.05, 0.35) * H), 0, H - bh))
-    strip = painter.layer()
-    strip[y : y + bh, x : x + bw] = 255
-    colors = np.zeros((H, W, 3), dtype=np.uint8)
-    colors[y : y + bh, x : x + bw] = _ramp(cmap, bh)[:, None, :]
-    painter.paint(strip, colors)
+    paint_bar(painter, (x, y, bw, bh), cmap)
 
     name, rgb = palette.color()
     style = palette.style(1.0)
@@ -295,4 +266,31 @@ def colorbar(
         color=name,
         rgb=list(rgb),
         antialias=style.antialias,
+    )
+
+
+def side_letters(
+    painter: Painter, scene: Scene, rng: np.random.Generator, palette: Palette, rec: dict
+) -> None:
+    """A side letter or short orientation word ("R", "LT", "Rt", "SAG") at a top corner of
+    the image or by a top corner of the content, large and often bold."""
+    s = scene.scale
+    word = pick(rng, SIDES) if rng.random() < 0.8 else pick(rng, ("SAG", "TRV", "LONG", "TRANS"))
+    name, rgb = palette.color()
+    style = random_text_style(rng, max(7.0, rng.uniform(11.0, 24.0) * s), palette.antialias)
+    if rng.random() < 0.5:
+        style = TextStyle(style.font, style.height, True, style.antialias)
+    w, asc, desc = text_box(word, style)
+    margin = rng.uniform(0.01, 0.05) * min(scene.height, scene.width)
+    x0, y0, x1, _ = scene.bbox if rng.random() < 0.6 else (0, 0, scene.width, scene.height)
+    left = rng.random() < 0.5
+    x = x0 + margin if left else x1 - margin - w
+    y = y0 + margin
+    x = float(np.clip(x, 0, max(0.0, scene.width - w - 1)))
+    y = float(np.clip(y, 0, max(0.0, scene.height - asc - desc - 1)))
+    cov = painter.layer()
+    put_text(cov, word, (x, y), style)
+    painter.paint(cov, rgb, blur=palette.blur)
+    rec.update(
+        text=word, at=[round(x, 1), round(y, 1)], color=name, rgb=list(rgb), **style.record()
     )

@@ -4,8 +4,9 @@ For every scan under CLEAN_DIR (and every copy), a generator seeded from
 (seed, file name, copy) drives one drawer, so the same seed gives the same
 bytes whatever the order, the worker count or the other files present. The
 mask is computed from the pixels that really changed, not from what the
-drawer meant to draw. Everything is written as PNG (lossless). Every frame of
-a DICOM cine loop is a scan of its own (``loop.frame0007.png``).
+drawer meant to draw. Everything is written as PNG (lossless; ``jpeg_quality``
+compresses each pair in memory first). Every frame of a DICOM cine loop is a
+scan of its own (``loop.frame0007.png``). docs/synth.md describes the options.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -37,14 +39,30 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.progress import Progress
-from annot_denoise.synth.drawers import COLORS, DRAWERS
+from annot_denoise.synth.compress import (
+    JpegQuality,
+    check_jpeg_quality,
+    draw_quality,
+    jpeg_roundtrip,
+)
+from annot_denoise.synth.drawers import DRAWERS
 from annot_denoise.synth.placement import content_region
+from annot_denoise.synth.render import check_color_names, is_grey
+from annot_denoise.synth.scanner_ui import draw_scanner_ui
+from annot_denoise.synth.vocabulary import LabelsError, check_labels
 
 log = logging.getLogger(__name__)
 
 
+ScannerUI = Literal["keep", "remove", "off"]
+SCANNER_UI_MODES: tuple[str, ...] = ("keep", "remove", "off")
+DEFAULT_COLORS: tuple[str, ...] = ("white", "yellow", "cyan")
+# Built-in drawers that type labels, and so take a replacement vocabulary.
+_LABEL_DRAWERS = ("text", "mixed")
+
+
 class SynthError(Exception):
-    """A problem with the job as a whole (folder, drawer, colours)."""
+    """A problem with the job as a whole (folder, drawer, colours, options)."""
 
 
 @dataclass
@@ -79,10 +97,25 @@ def resolve_drawer(spec: str) -> Callable[..., np.ndarray]:
 
 
 def check_colors(colors: Sequence[str]) -> tuple[str, ...]:
-    unknown = [c for c in colors if c not in COLORS]
-    if unknown or not colors:
-        raise SynthError(f"unknown colour(s) {unknown}; choose from {sorted(COLORS)}")
-    return tuple(colors)
+    """``colors`` as a tuple of names in ``COLORS`` or ``"sampled"``, else a SynthError."""
+    try:
+        return tuple(check_color_names(colors))
+    except ValueError as exc:
+        raise SynthError(str(exc).replace("unknown colours", "unknown colour(s)")) from None
+
+
+def check_options(
+    scanner_ui: str, jpeg_quality: object, labels: Sequence[str] | None
+) -> tuple[str, JpegQuality, tuple[str, ...] | None]:
+    """The synthesis options validated, or one SynthError that names the bad one."""
+    if scanner_ui not in SCANNER_UI_MODES:
+        raise SynthError(f"scanner UI {scanner_ui!r}: choose one of {list(SCANNER_UI_MODES)}")
+    try:
+        quality = check_jpeg_quality(jpeg_quality)
+        vocabulary = check_labels(labels) if labels is not None else None
+    except (ValueError, LabelsError) as exc:
+        raise SynthError(str(exc)) from None
+    return scanner_ui, quality, vocabulary
 
 
 def annotate(
@@ -90,19 +123,49 @@ def annotate(
     drawer: str,
     rng: np.random.Generator,
     *,
-    colors: Sequence[str] = ("white", "yellow", "cyan"),
+    colors: Sequence[str] = DEFAULT_COLORS,
+    scanner_ui: ScannerUI = "keep",
+    labels: Sequence[str] | None = None,
+    jpeg_quality: JpegQuality = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Draw on a copy of ``image``: (clean, annotated, exact mask, drawn parameters).
 
     Grey scans become RGB when a non-grey colour may be drawn, so the clean and
     annotated images of a pair always share one layout.
+
+    ``scanner_ui``: ``"keep"`` burns one scanner interface (``scanner_ui.draw_scanner_ui``)
+    into both images, so it is never in the mask; ``"remove"`` into the annotated image
+    only, so it is in the mask; ``"off"`` draws none. It is drawn before the marks, which
+    may lie over it. ``labels`` replaces the label vocabulary of the ``text`` and ``mixed``
+    drawers. ``jpeg_quality`` (one quality, or a (lo, hi) range drawn per pair) sends both
+    images through the same JPEG round trip after drawing, the clean one without marks.
+
+    The mask is the set of pixels the drawing changed before compression: every pixel a
+    mark (or, for ``"remove"``, the interface) painted to a new value, and nothing else.
+    After compression the two images also differ, by a few levels, around the marks:
+    JPEG codes 8x8 blocks (16x16 with colour subsampling), so a block holding a mark
+    rings a little elsewhere. Those pixels are outside the mask; every pixel where the
+    compressed pair differs lies in a 16x16 block (8x8 for grey) that holds a mask pixel.
+
+    The interface and the compression quality come from generators seeded from ``rng``
+    before anything is drawn, so the marks on a scan are the same whichever ``scanner_ui``
+    and ``jpeg_quality`` are chosen.
     """
     fn = resolve_drawer(drawer)
-    clean = promote(image, colors)
-    annotated = clean.copy()
+    scanner_ui, quality_spec, vocabulary = check_options(scanner_ui, jpeg_quality, labels)
+    ui_rng, jpeg_rng = (np.random.default_rng(int(k)) for k in rng.integers(0, 2**63, 2))
+    clean = np.array(promote(image, colors), copy=True)
+    region = content_region(clean) if min(clean.shape[:2]) > 0 else None
     params: dict = {}
+    ui: dict = {}
+    if scanner_ui == "keep":
+        draw_scanner_ui(clean, ui_rng, region=region, record=ui)
+    annotated = clean.copy()
+    if scanner_ui == "remove":
+        draw_scanner_ui(annotated, ui_rng, region=region, record=ui)
     if drawer in DRAWERS:
-        fn(annotated, rng, region=content_region(annotated), colors=colors, record=params)
+        extra = {"labels": vocabulary} if vocabulary and drawer in _LABEL_DRAWERS else {}
+        fn(annotated, rng, region=region, colors=colors, record=params, **extra)
     else:
         intended = fn(annotated, rng)
         if not isinstance(annotated, np.ndarray) or annotated.shape != clean.shape:
@@ -110,13 +173,20 @@ def annotate(
         if intended is not None:
             params["intended_pixels"] = int(np.count_nonzero(intended))
     mask = differs(split_alpha(annotated)[0], split_alpha(clean)[0])
+    params["scanner_ui"] = scanner_ui
+    if ui:
+        params["ui"] = ui
+    quality = draw_quality(quality_spec, jpeg_rng)
+    if quality is not None and min(clean.shape[:2]) > 0:
+        clean, annotated = jpeg_roundtrip(clean, quality), jpeg_roundtrip(annotated, quality)
+        params["jpeg_quality"] = quality
     return clean, annotated, mask, params
 
 
 def promote(image: np.ndarray, colors: Sequence[str]) -> np.ndarray:
     """Grey (or grey+alpha) -> RGB(A) when any colour in ``colors`` is not grey."""
     color, alpha = split_alpha(image)
-    if color.ndim == 3 or all(len(set(COLORS[c])) == 1 for c in colors):
+    if color.ndim == 3 or all(is_grey(c) for c in colors):
         return image
     rgb = to_rgb(color)
     return rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
@@ -164,14 +234,24 @@ def synth(
     drawer: str = "mixed",
     copies: int = 1,
     seed: int = 0,
-    colors: Sequence[str] = ("white", "yellow", "cyan"),
+    colors: Sequence[str] = DEFAULT_COLORS,
     workers: int = 0,
     progress: Progress | None = None,
+    scanner_ui: ScannerUI = "keep",
+    labels: Sequence[str] | None = None,
+    jpeg_quality: JpegQuality = None,
 ) -> SynthReport:
-    """Write ``clean/``, ``annotated/``, ``masks/`` and ``manifest.jsonl`` under ``out_dir``."""
+    """Write ``clean/``, ``annotated/``, ``masks/`` and ``manifest.jsonl`` under ``out_dir``.
+
+    ``scanner_ui``, ``labels`` and ``jpeg_quality`` mean what they mean for ``annotate``;
+    they are checked before any work and recorded in ``synth.json`` and in every manifest
+    row (``scanner_ui``, ``jpeg_quality`` as drawn for that pair).
+    """
     progress = progress or Progress()
     started = time.perf_counter()
     colors = check_colors(colors)
+    scanner_ui, jpeg_quality, labels = check_options(scanner_ui, jpeg_quality, labels)
+    options = {"scanner_ui": scanner_ui, "labels": labels, "jpeg_quality": jpeg_quality}
     resolve_drawer(drawer)  # fail before any work, with a message naming the spec
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
     sources = _sources(clean_dir, out_dir)
@@ -195,7 +275,7 @@ def synth(
         rel, size = src.relative_to(root).as_posix(), -(-len(items) // max(1, workers))
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
-            jobs.append((str(src), rel, chunk, drawer, seed, colors, str(out_dir), guard))
+            jobs.append((str(src), rel, chunk, drawer, seed, colors, options, str(out_dir), guard))
     report, rows = SynthReport(out_dir), []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
@@ -219,6 +299,9 @@ def synth(
         "copies": copies,
         "seed": seed,
         "colors": list(colors),
+        "scanner_ui": scanner_ui,
+        "jpeg_quality": list(jpeg_quality) if isinstance(jpeg_quality, tuple) else jpeg_quality,
+        "labels": list(labels) if labels is not None else None,
         "written": report.written,
         "failed": report.failed,
     }
@@ -234,10 +317,14 @@ def preview(
     *,
     drawer: str = "mixed",
     seed: int = 0,
-    colors: Sequence[str] = ("white", "yellow", "cyan"),
+    colors: Sequence[str] = DEFAULT_COLORS,
+    scanner_ui: ScannerUI = "keep",
+    labels: Sequence[str] | None = None,
+    jpeg_quality: JpegQuality = None,
 ) -> Path:
     """Contact sheet of ``count`` samples (annotated | mask), cycling through the scans."""
     colors = check_colors(colors)
+    scanner_ui, jpeg_quality, labels = check_options(scanner_ui, jpeg_quality, labels)
     resolve_drawer(drawer)
     sources = _sources(Path(clean_dir), Path(out_path).parent)
     rows, tiles = [], []
@@ -248,7 +335,15 @@ def preview(
         except ImageReadError as exc:
             log.error("%s", exc)
             continue
-        _, annotated, mask, _ = annotate(image, drawer, item_rng(seed, src.name, i), colors=colors)
+        _, annotated, mask, _ = annotate(
+            image,
+            drawer,
+            item_rng(seed, src.name, i),
+            colors=colors,
+            scanner_ui=scanner_ui,
+            labels=labels,
+            jpeg_quality=jpeg_quality,
+        )
         tiles += [annotated, mask]
         if len(tiles) == 4:
             rows.append(tiles)
@@ -284,7 +379,7 @@ def _sources(clean_dir: Path, out_dir: Path) -> list[Path]:
 def _synth_one(job: tuple) -> tuple[list[dict], str | None]:
     """Worker: read one source, draw and write each of its outputs (every copy of
     every frame); a source that cannot be read comes back as one line."""
-    src, rel, items, drawer, seed, colors, out_dir, guard = job
+    src, rel, items, drawer, seed, colors, options, out_dir, guard = job
     try:
         frames = read_frames(src)
     except ImageReadError as exc:
@@ -298,7 +393,7 @@ def _synth_one(job: tuple) -> tuple[list[dict], str | None]:
     for name, copy, frame in items:
         image = frames[frame or 0]
         clean, annotated, mask, params = annotate(
-            image, drawer, item_rng(seed, name, copy), colors=colors
+            image, drawer, item_rng(seed, name, copy), colors=colors, **options
         )
         try:
             write_image(out / "clean" / name, clean, guard)
@@ -313,6 +408,8 @@ def _synth_one(job: tuple) -> tuple[list[dict], str | None]:
             "copy": copy,
             "drawer": drawer,
             "seed": seed,
+            "scanner_ui": options["scanner_ui"],
+            **({"jpeg_quality": params["jpeg_quality"]} if "jpeg_quality" in params else {}),
             "mask_pixels": int(mask.sum()),
             "params": params,
         })  # fmt: skip

@@ -9,6 +9,7 @@ RGBA images and uint8/uint16 data all behave the same, and the mask is simply
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,18 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "grey": (185, 185, 185),
 }
 BLACK = (0, 0, 0)
+# The colour option that samples a fresh colour per drawing instead of naming one.
+SAMPLED = "sampled"
+# Hue (degrees) of the colour families scanners draw marks in; white has no hue.
+FAMILIES: dict[str, float | None] = {
+    "yellow": 55.0,
+    "cyan": 188.0,
+    "green": 120.0,
+    "white": None,
+    "orange": 32.0,
+    "magenta": 308.0,
+}
+_FAMILY_ODDS = (0.28, 0.2, 0.14, 0.2, 0.09, 0.09)
 
 # cv2 drawing calls take fixed-point coordinates with this many fractional bits, so that
 # anti-aliased strokes land at sub-pixel positions instead of snapping to the grid.
@@ -41,6 +54,45 @@ def pick(rng: np.random.Generator, options: Sequence, p: Sequence[float] | None 
 def luminance(rgb: Sequence[float]) -> float:
     """ITU-R 601 luma of an RGB triple, the grey value a grey scanner would show."""
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def sample_color(
+    rng: np.random.Generator, family: str | None = None
+) -> tuple[str, tuple[int, int, int]]:
+    """A mark colour drawn around one of ``FAMILIES``: (family, 8-bit RGB).
+
+    Hue jitters about the family's hue; saturation spreads from pale (0.15) to full and
+    value from 0.7 to 1, so washed-out, desaturated and slightly dark variants occur,
+    as on screens exported through another monitor gamma or a lossy codec.
+    """
+    if family is None:
+        family = pick(rng, tuple(FAMILIES), _FAMILY_ODDS)
+    hue = FAMILIES[family]
+    value = rng.uniform(0.7, 1.0)
+    if hue is None:
+        # White is near-neutral, sometimes faintly tinted, and often dimmed to 75-95%.
+        hue, sat = rng.uniform(0.0, 360.0), rng.uniform(0.0, 0.12)
+    else:
+        hue = (hue + rng.normal(0.0, 6.0)) % 360.0
+        # One drawing in three is pale: scanners blend marks or exports wash them out.
+        sat = rng.uniform(0.15, 0.55) if rng.random() < 0.35 else rng.uniform(0.55, 1.0)
+    rgb = colorsys.hsv_to_rgb(hue / 360.0, sat, value)
+    return family, tuple(int(np.round(c * 255)) for c in rgb)
+
+
+def is_grey(name: str) -> bool:
+    """Whether a colour option only ever paints grey levels."""
+    return name != SAMPLED and len(set(COLORS[name])) == 1
+
+
+def check_color_names(colors: Sequence[str] | str) -> list[str]:
+    """The colour options as a list, or a ValueError naming the unknown ones."""
+    names = [colors] if isinstance(colors, str) else list(colors)
+    unknown = [c for c in names if c not in COLORS and c != SAMPLED]
+    if not names or unknown:
+        choices = [*sorted(COLORS), SAMPLED]
+        raise ValueError(f"unknown colours {unknown or names}; choose from {choices}")
+    return names
 
 
 def fixed(points: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -170,24 +222,31 @@ class Palette:
     """Chooses colours and stroke styles for the annotations of one drawer call.
 
     Scanners usually draw every mark of a screen in one colour, so with some probability
-    the whole call shares one colour; otherwise each annotation draws its own.
+    the whole call shares one colour; otherwise each annotation draws its own. The option
+    ``"sampled"`` stands for a colour drawn by ``sample_color``: a shared sampled colour
+    is drawn once per call, an unshared one per annotation. Named colours keep meaning
+    exactly those colours (dimmed a little at times, as before).
     """
 
     def __init__(self, rng: np.random.Generator, colors: Sequence[str], scale: float) -> None:
-        names = [colors] if isinstance(colors, str) else list(colors)
-        unknown = [c for c in names if c not in COLORS]
-        if not names or unknown:
-            raise ValueError(f"unknown colours {unknown or names}; choose from {sorted(COLORS)}")
+        names = check_color_names(colors)
         self.rng = rng
         self.names = names
         self.scale = scale
-        self.shared = names[int(rng.integers(len(names)))] if rng.random() < 0.65 else None
+        shared = names[int(rng.integers(len(names)))] if rng.random() < 0.65 else None
+        self.shared = sample_color(rng) if shared == SAMPLED else shared
         self.antialias = bool(rng.random() < 0.6)
         # A soft blur mimics scans that were resized after the marks were burned in.
         self.blur = float(rng.uniform(0.35, 0.8)) if rng.random() < 0.25 else 0.0
 
     def color(self) -> tuple[str, tuple[int, int, int]]:
+        if isinstance(self.shared, tuple):
+            family, rgb = self.shared
+            return f"{SAMPLED}:{family}", rgb
         name = self.shared or self.names[int(self.rng.integers(len(self.names)))]
+        if name == SAMPLED:
+            family, rgb = sample_color(self.rng)
+            return f"{SAMPLED}:{family}", rgb
         rgb = COLORS[name]
         if self.rng.random() < 0.3:
             # Real "white" is often 220-250 after the scanner's gamma; vary the level.

@@ -1,4 +1,4 @@
-"""Fonts and clinical label vocabulary for burned-in text.
+"""Fonts for burned-in text (the label words live in ``vocabulary``).
 
 Two font families are used so the network does not learn one glyph set: OpenCV's
 Hershey stroke fonts and Pillow's bundled TrueType sans (``ImageFont.load_default``,
@@ -26,90 +26,6 @@ HAS_TRUETYPE = features.check("freetype2")
 FONTS: tuple[str, ...] = (*HERSHEY, *(("sans", "sans") if HAS_TRUETYPE else ()))
 
 _HERSHEY_MIN_HEIGHT = 9.0
-
-LABELS: tuple[str, ...] = (
-    "Rt Ovary",
-    "Lt Ovary",
-    "Rt. Ovary",
-    "Lt. Ovary",
-    "Li Ov",
-    "Re Ov",
-    "RT OVARY",
-    "UTERUS",
-    "RT BREAST",
-    "LT BREAST",
-    "LEFT BREAST",
-    "RIGHT BREAST",
-    "LT AXILLA",
-    "RT AXILLA",
-    "RT UIQ",
-    "RT UOQ",
-    "LT LOQ",
-    "LT UOQ",
-    "RT LOQ C",
-    "LT RETROAR",
-    "RT RETROAREOLAR",
-    "UT",
-    "BL",
-    "SAG",
-    "TRANS",
-    "LONG",
-    "TRV",
-    "CBD",
-    "GB",
-    "Liver",
-    "LIVER",
-    "Rt Kidney",
-    "Lt Kidney",
-    "RT KIDNEY",
-    "Spleen",
-    "Pancreas",
-    "Aorta",
-    "IVC",
-    "Bladder",
-    "PROSTATE",
-    "THYROID RT",
-    "THYROID LT",
-    "RT LOBE",
-    "ISTHMUS",
-    "Rt Testis",
-    "LT TESTIS",
-    "12 o'clock 3 cm FN",
-    "ltc",
-    "lt12 above nippl",
-    "RTR UIQ",
-    "LT",
-    "RT",
-    "CX",
-    "ENDO",
-    "Rt CCA",
-    "Lt ICA",
-    "SAG MID",
-    "TRANS LOW",
-    "RUQ",
-    "LLQ",
-    "Appendix",
-    "FLUID",
-)
-SIDES = ("RT", "LT", "Rt", "Lt", "R", "L", "rt", "lt")
-SITES = ("BREAST", "UIQ", "UOQ", "LIQ", "LOQ", "AXILLA", "RETROAR", "SUBAREOLAR", "NIPPLE")
-SCANNER = ("LOGIQ E9", "LOGIQ P6", "Voluson E8", "ACUSON", "EPIQ 7G", "L12-5", "9L-D", "ML6-15")
-
-
-def random_label(rng: np.random.Generator) -> str:
-    """A clinical label: a fixed phrase or a side + site + clock position combination."""
-    u = rng.random()
-    if u < 0.55:
-        return LABELS[int(rng.integers(len(LABELS)))]
-    side = SIDES[int(rng.integers(len(SIDES)))]
-    if u < 0.8:
-        site = SITES[int(rng.integers(len(SITES)))]
-        return f"{side} {site}" if rng.random() < 0.8 else f"{side}{site}"
-    hour = int(rng.integers(1, 13))
-    parts = [side, f"{hour}" if rng.random() < 0.5 else f"{hour}:00"]
-    if rng.random() < 0.5:
-        parts.append(f"{int(rng.integers(1, 9))}cm FN" if rng.random() < 0.5 else "FN")
-    return " ".join(parts)
 
 
 @dataclass(frozen=True)
