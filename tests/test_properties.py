@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from annot_denoise.clean import clean, mask_path
+from annot_denoise.config import CleanConfig
 from annot_denoise.inference import Restorer
 from annot_denoise.io import differs, read_image, split_alpha, to_grey, to_rgb, write_image
 from annot_denoise.pretrained import resolve_model
@@ -150,7 +151,7 @@ def test_clean_writes_the_restored_image_in_the_input_layout(
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "in", Path(tmp) / "out"
         write_image(src / f"scan{suffix}", image)
-        report = clean(src, out, restorer, save_mask=True)
+        report = clean(CleanConfig(inputs=src, out=out, save_mask=True), restorer)
         assert report.ok and report.processed == 1, report.failed
         written = read_image(out / f"scan{suffix}")
         mask = read_image(mask_path(out / f"scan{suffix}")) == 255
@@ -196,7 +197,7 @@ def test_clean_writes_back_every_readable_grey_alpha_input(
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / name).write_bytes(encode(image))
     assert np.array_equal(read_image(tmp_path / "in" / name), image)  # readable: a promise
-    report = clean(tmp_path / "in", tmp_path / "out", restorer)
+    report = clean(CleanConfig(inputs=tmp_path / "in", out=tmp_path / "out"), restorer)
     assert report.ok, report.failed
     written = read_image(tmp_path / "out" / name)
     assert written.shape == image.shape and written.dtype == image.dtype
@@ -334,18 +335,35 @@ def test_drawer_paints_into_the_callers_array_even_when_it_is_a_view(case, name,
 
 
 @settings(max_examples=25, deadline=None)
-@given(case=drawer_cases(), name=st.sampled_from(sorted(DRAWERS)))
-@example(case=(np.zeros((1, 1, 2), np.uint8), None, ("yellow",), 0), name="mixed")
-@example(case=(np.full((7, 7), 200, np.uint16), None, ("white", "green"), 1), name="colorbar")
-def test_annotate_mask_is_exactly_the_changed_pixels(case, name: str) -> None:
-    """The drawer's mask bounds the change; the pipeline records the exact change."""
+@given(
+    case=drawer_cases(),
+    name=st.sampled_from(sorted(DRAWERS)),
+    scanner_ui=st.sampled_from(["keep", "remove", "off"]),
+)
+@example(case=(np.zeros((1, 1, 2), np.uint8), None, ("yellow",), 0), name="mixed", scanner_ui="off")
+@example(
+    case=(np.full((7, 7), 200, np.uint16), None, ("white", "green"), 1),
+    name="colorbar",
+    scanner_ui="keep",
+)
+@example(
+    case=(make_image(80, 80, 4, np.uint16, "scan", 3), None, ("cyan",), 5),
+    name="mixed",
+    scanner_ui="keep",
+)
+def test_annotate_mask_is_exactly_the_changed_pixels(case, name: str, scanner_ui: str) -> None:
+    """The drawer's mask bounds the change; the pipeline records the exact change, with
+    or without a scanner interface on the clean image."""
     image, _, colors, seed = case
     before = image.copy()
     clean_img, annotated, mask, params = annotate(
-        image, name, np.random.default_rng(seed), colors=colors
+        image, name, np.random.default_rng(seed), colors=colors, scanner_ui=scanner_ui
     )
     assert np.array_equal(image, before)  # the caller's scan is not drawn on
-    assert np.array_equal(clean_img, promote(image, colors))
+    base = promote(image, colors)
+    assert clean_img.shape == base.shape and clean_img.dtype == base.dtype
+    if scanner_ui != "keep" or min(image.shape[:2]) < 40:
+        assert np.array_equal(clean_img, base)
     assert annotated.shape == clean_img.shape and annotated.dtype == clean_img.dtype
     assert mask.dtype == bool and mask.shape == image.shape[:2]
     colour_clean, alpha_clean = split_alpha(clean_img)
@@ -353,4 +371,6 @@ def test_annotate_mask_is_exactly_the_changed_pixels(case, name: str) -> None:
     assert np.array_equal(mask, differs(colour_annotated, colour_clean))
     if alpha_clean is not None:
         assert np.array_equal(alpha_annotated, alpha_clean)
+        assert np.array_equal(alpha_clean, split_alpha(base)[1])
+    assert params["scanner_ui"] == scanner_ui
     json.dumps(params)

@@ -17,6 +17,9 @@ from PIL import Image
 from annot_denoise.io import merge_alpha, split_alpha
 
 JpegQuality = int | tuple[int, int] | None
+# Differences up to this many 8-bit levels between a compressed pair are compression
+# noise, not part of a mark; the benches count "changed" from the same 2 levels on.
+JPEG_TOLERANCE = 2
 
 
 def check_jpeg_quality(spec: object) -> int | tuple[int, int] | None:
@@ -83,3 +86,17 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     )
     decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("L" if grey else "RGB"))
     return merge_alpha(_from_u8(decoded, color.dtype).reshape(color.shape), alpha)
+
+
+def jpeg_changed(a: np.ndarray, b: np.ndarray, tolerance: int = JPEG_TOLERANCE) -> np.ndarray:
+    """HxW bool: where any colour channel of ``a`` and ``b`` differs by more than
+    ``tolerance`` 8-bit levels (scaled to uint16 and float data); alpha is ignored."""
+    ca, cb = split_alpha(a)[0], split_alpha(b)[0]
+    if ca.dtype == np.uint16:
+        limit = tolerance * 257
+    elif np.issubdtype(ca.dtype, np.floating):
+        limit = (tolerance + 0.5) / 255.0  # decoded floats sit on the 1/255 grid
+    else:
+        limit = tolerance
+    diff = np.abs(ca.astype(np.float64) - cb.astype(np.float64))
+    return (diff.max(axis=2) if diff.ndim == 3 else diff) > limit

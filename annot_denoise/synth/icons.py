@@ -142,7 +142,7 @@ def body_marker(
     )
     u = np.array([np.cos(angle), np.sin(angle)]) * length / 2
     a, b = (px - u[0], py - u[1]), (px + u[0], py + u[1])
-    width = max(2, round(rng.uniform(2.5, 5.0) * s))
+    width = max(2, round(size * rng.uniform(0.05, 0.09)))
     probe = painter.layer()
     g.line(probe, a, b, width, style.line_type)
     dot = rng.random() < 0.5

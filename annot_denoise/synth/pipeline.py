@@ -43,6 +43,7 @@ from annot_denoise.synth.compress import (
     JpegQuality,
     check_jpeg_quality,
     draw_quality,
+    jpeg_changed,
     jpeg_roundtrip,
 )
 from annot_denoise.synth.drawers import DRAWERS
@@ -140,12 +141,15 @@ def annotate(
     drawers. ``jpeg_quality`` (one quality, or a (lo, hi) range drawn per pair) sends both
     images through the same JPEG round trip after drawing, the clean one without marks.
 
-    The mask is the set of pixels the drawing changed before compression: every pixel a
-    mark (or, for ``"remove"``, the interface) painted to a new value, and nothing else.
-    After compression the two images also differ, by a few levels, around the marks:
-    JPEG codes 8x8 blocks (16x16 with colour subsampling), so a block holding a mark
-    rings a little elsewhere. Those pixels are outside the mask; every pixel where the
-    compressed pair differs lies in a 16x16 block (8x8 for grey) that holds a mask pixel.
+    The mask holds every pixel the drawing changed: without compression, exactly the
+    pixels where the two images differ. With compression it is the pixels the drawing
+    painted to a new value before compression, plus those where the compressed pair
+    differs by more than ``JPEG_TOLERANCE`` (2 levels of 8 bits): JPEG codes 8x8 blocks
+    (16x16 with colour subsampling), so a mark smears, rings and bleeds its colour over
+    the blocks it touches, far past its strokes (up to a hundred levels next to a
+    saturated mark). Outside the mask the compressed pair differs by at most 2 levels,
+    the compression noise of the mark's blocks; no other pixel differs, since identical
+    blocks compress identically.
 
     The interface and the compression quality come from generators seeded from ``rng``
     before anything is drawn, so the marks on a scan are the same whichever ``scanner_ui``
@@ -179,6 +183,7 @@ def annotate(
     quality = draw_quality(quality_spec, jpeg_rng)
     if quality is not None and min(clean.shape[:2]) > 0:
         clean, annotated = jpeg_roundtrip(clean, quality), jpeg_roundtrip(annotated, quality)
+        mask |= jpeg_changed(clean, annotated)
         params["jpeg_quality"] = quality
     return clean, annotated, mask, params
 
