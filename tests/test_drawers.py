@@ -198,3 +198,13 @@ def test_property_never_raises_and_mask_bounds_changes(h, w, channels, dtype, se
         assert not (changed(out, image) & ~mask).any()
         if channels in (2, 4):
             np.testing.assert_array_equal(out[..., -1], image[..., -1])
+
+
+@pytest.mark.parametrize("name", sorted(DRAWERS))
+def test_every_drawer_takes_sampled_colours(name: str) -> None:
+    image = as_variant(textured_scan(120, 160, seed=6), "u8-rgb")
+    out, mask, record = run(name, image, 0, colors=("sampled",))
+    out2, _, _ = run(name, image, 0, colors=("sampled",))
+    np.testing.assert_array_equal(out, out2)
+    assert not (changed(out, image) & ~mask).any() and mask.any()
+    json.dumps(record)
