@@ -1,0 +1,325 @@
+"""The audit's probe: can a linear model on fixed image features tell two sets apart?
+
+Every scan is brought to one canonical input (8-bit RGB, ``size`` x ``size``), and
+eight per-pixel maps are computed from it: grey level, colourfulness (max - min
+channel), high-pass (grey minus its Gaussian blur), local standard deviation (low
+where a repaint smoothed the speckle), white and black top-hats (thin bright and
+dark strokes), gradient magnitude (sharp drawn edges) and the grey level of flat
+pixels (drawn fills; speckle is never flat). A scan's features are the shares of
+its pixels in each bin of each map's fixed histogram, on a log scale
+(``log(1 + share / EPS)``), so that the few pixels a mark or a repaint occupies
+weigh as much as the bulk of the scan. Position is deliberately not a feature:
+marks sit anywhere, and per-cell features only added noise on phantom scans.
+
+Because a feature ``t(share)`` is ``share * t(share) / share`` and a share is a mean
+over pixels, a linear score is exactly a mean of per-pixel contributions: the
+heatmap of a scan is its score, pixel by pixel, with no gradient or occlusion
+approximation.
+
+The classifier is ridge regression on the standardised features (kernel form),
+its penalty chosen by generalised cross-validation inside each training fold.
+Everything label-free (standardisation, the kernel's eigendecomposition) is
+computed once per fold, so refitting for a permutation is a matrix product: a
+permutation test of a thousand refits costs seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from annot_denoise.io import split_alpha, to_float, to_rgb
+
+HEAT_BLOCK = 4  # heatmaps are kept at size / HEAT_BLOCK (block means: still exact)
+MAPS = ("grey", "colour", "highpass", "local_std", "tophat", "blackhat", "gradient", "flat_grey")
+# Fixed bin edges per map (values outside the edges are not counted): the tails,
+# where marks and repaints live, get narrow bins.
+_HIGH = np.array([0.005, 0.02, 0.04, 0.07, 0.12, 0.2, 0.3, 1.0])
+_HAT = np.array([0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 1.0])
+EDGES = {
+    "grey": np.linspace(0.0, 1.0, 17),
+    "colour": np.array([0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 1.0]),
+    # symmetric: the same edges below and above zero
+    "highpass": np.concatenate([-_HIGH[::-1], _HIGH]),
+    "local_std": np.array([0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.5]),
+    "tophat": _HAT,
+    "blackhat": _HAT,
+    "gradient": np.array([0, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 4.0]),
+    "flat_grey": np.linspace(0.0, 1.0, 11),
+}
+N_FEATURES = sum(len(e) - 1 for e in EDGES.values())
+EPS = 1e-5  # share of pixels at which the log scale bends (a few pixels of a scan)
+LAMBDAS = np.logspace(-6, 3, 19)  # ridge penalties tried (the kernel's diagonal is about 1)
+DARK = 0.02  # local_std is not binned where the scan is black (outside the field of view)
+FLAT = 0.01  # flat_grey: the grey level where the local std is below this
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def probe_input(image: np.ndarray, size: int) -> np.ndarray:
+    """The canonical probe input: colour (alpha dropped, grey repeated) as 8-bit RGB,
+    resized to ``size`` x ``size`` (area averaging when shrinking)."""
+    rgb = to_float(to_rgb(split_alpha(image)[0]))
+    h, w = rgb.shape[:2]
+    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
+    rgb = cv2.resize(rgb, (size, size), interpolation=interp)
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def feature_maps(probe: np.ndarray) -> np.ndarray:
+    """(len(MAPS), H, W) float32 maps of a probe input."""
+    rgb = probe.astype(np.float32) / 255.0
+    grey = rgb @ _LUMA
+    colour = rgb.max(axis=2) - rgb.min(axis=2)
+    high = grey - cv2.GaussianBlur(grey, (0, 0), 2.0)
+    mean = cv2.blur(grey, (5, 5))
+    std = np.sqrt(np.maximum(cv2.blur(grey * grey, (5, 5)) - mean * mean, 0.0))
+    std[mean < DARK] = -1.0  # outside every bin
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    tophat = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel)
+    blackhat = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
+    gradient = np.hypot(cv2.Sobel(grey, -1, 1, 0, ksize=1), cv2.Sobel(grey, -1, 0, 1, ksize=1))
+    flat = np.where((std >= 0) & (std < FLAT), grey, -1.0)
+    return np.stack([grey, colour, high, std, tophat, blackhat, gradient, flat])
+
+
+def _bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin index of every value, -1 outside the edges (the last edge is inclusive)."""
+    idx = np.searchsorted(edges, values, side="right") - 1
+    idx[values == edges[-1]] = len(edges) - 2
+    idx[(values < edges[0]) | (values > edges[-1])] = -1
+    return idx
+
+
+def _codes(probe: np.ndarray) -> list[np.ndarray]:
+    """Per map, the bin of every pixel (-1: none)."""
+    return [_bins(m, EDGES[name]) for m, name in zip(feature_maps(probe), MAPS)]
+
+
+def _transform(share: np.ndarray) -> np.ndarray:
+    return np.log1p(share / EPS)
+
+
+def features(probe: np.ndarray) -> np.ndarray:
+    """The scan's feature vector (float64, N_FEATURES): log-scaled histogram shares."""
+    shares = [
+        np.bincount(idx[idx >= 0], minlength=len(EDGES[name]) - 1) / idx.size
+        for idx, name in zip(_codes(probe), MAPS)
+    ]
+    return _transform(np.concatenate(shares).astype(np.float64))
+
+
+def contribution_map(probe: np.ndarray, weights: np.ndarray, offset: float) -> np.ndarray:
+    """Per-pixel share of the linear score ``weights @ features(probe) + offset``,
+    block-averaged to (size / HEAT_BLOCK)^2: the map's mean is the score exactly."""
+    codes = _codes(probe)
+    size = probe.shape[0]
+    shares = np.concatenate(
+        [np.bincount(i[i >= 0], minlength=len(EDGES[n]) - 1) / i.size for i, n in zip(codes, MAPS)]
+    )
+    # A pixel in bin f carries weight_f * t(share_f) / share_f: summed over its
+    # share_f * N pixels and divided by N, that is the feature's term exactly.
+    per_bin = np.divide(
+        weights * _transform(shares), shares, out=np.zeros_like(weights), where=shares > 0
+    )
+    heat = np.full((size, size), offset, np.float64)
+    start = 0
+    for idx, name in zip(codes, MAPS):
+        n_bins = len(EDGES[name]) - 1
+        heat += np.append(per_bin[start : start + n_bins], 0.0)[idx]  # index -1: nothing
+        start += n_bins
+    b = size // HEAT_BLOCK
+    return heat.reshape(b, HEAT_BLOCK, b, HEAT_BLOCK).mean(axis=(1, 3)).astype(np.float32)
+
+
+@dataclass
+class ProbeResult:
+    """Out-of-fold scores (higher = more like the positive set) and their statistics."""
+
+    scores: np.ndarray  # (n,) float
+    labels: np.ndarray  # (n,) bool, True = positive set
+    folds: np.ndarray  # (n,) int
+    auc: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    permutations: int
+    bootstrap: int
+    # Per fold: (weights on the raw features, offset) so that score = w @ x + offset.
+    models: list[tuple[np.ndarray, float]]
+    lambdas: list[float]  # the penalty each fold chose
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney statistic, ties counted half."""
+    ranks = _average_ranks(scores)
+    pos = labels.astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    if (counts > 1).any():  # ties: every member gets the mean of their ranks
+        sums = np.bincount(inverse, weights=ranks)
+        ranks = sums[inverse] / counts[inverse]
+    return ranks
+
+
+def _column_aucs(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AUC of every column of ``scores`` (n, P) against ``labels`` (n, P); continuous
+    scores, so ordinal ranks (ties would be counted in order, not half)."""
+    ranks = np.argsort(np.argsort(scores, axis=0, kind="stable"), axis=0) + 1.0
+    n_pos = labels.sum(axis=0)
+    n_neg = labels.shape[0] - n_pos
+    return ((ranks * labels).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def grouped_folds(
+    labels: np.ndarray, groups: Sequence[str], k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Fold of every item: whole groups to a fold, classes balanced across folds
+    (groups in random order, each to the fold it unbalances least)."""
+    names, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    counts = np.zeros((len(names), 2))
+    np.add.at(counts, (inverse, labels.astype(int)), 1)
+    k = min(k, len(names))
+    load = np.zeros((k, 2))
+    fold_of = np.empty(len(names), int)
+    order = rng.permutation(len(names))
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]  # big groups first
+    for g in order:
+        cost = ((load + counts[g]) ** 2).sum(axis=1)
+        fold_of[g] = int(np.argmin(cost + rng.random(k) * 1e-9))
+        load[fold_of[g]] += counts[g]
+    return fold_of[inverse]
+
+
+def permuted_labels(
+    labels: np.ndarray, groups: Sequence[str], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(len(labels), n) label columns under the null: whole groups swap labels when
+    every group is of one class (frames of a clip stay alike), else items do."""
+    names, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    first = np.zeros(len(names), bool)
+    first[inverse] = labels
+    pure = np.array_equal(first[inverse], labels)
+    out = np.empty((len(labels), n), bool)
+    for j in range(n):
+        out[:, j] = rng.permutation(first)[inverse] if pure else rng.permutation(labels)
+    return out
+
+
+def cross_validate(
+    x: np.ndarray,
+    labels: np.ndarray,
+    groups: Sequence[str],
+    *,
+    folds: int = 5,
+    permutations: int = 1000,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> ProbeResult:
+    """Out-of-fold scores for ``x`` (n, F) and ``labels`` (bool), grouped k-fold;
+    AUC with a group bootstrap 95% interval and a one-sided permutation p-value
+    (the whole fit, penalty choice included, is repeated for every permutation)."""
+    labels = np.asarray(labels, bool)
+    rng = np.random.default_rng(seed)
+    fold = grouped_folds(labels, groups, folds, rng)
+    columns = np.concatenate(
+        [labels[:, None], permuted_labels(labels, groups, permutations, rng)], axis=1
+    )
+    scores = np.zeros(columns.shape)
+    models, lambdas = [], []
+    for f in np.unique(fold):
+        test, train = fold == f, fold != f
+        s, w, offset, lam = _ridge_fold(x[train], columns[train].astype(float), x[test])
+        scores[test] = s
+        models.append((w, offset))
+        lambdas.append(lam)
+    observed = auc(scores[:, 0], labels)
+    null = _column_aucs(scores[:, 1:], columns[:, 1:]) if permutations else np.array([])
+    p = (1 + np.sum(null >= observed - 1e-12)) / (1 + len(null))
+    low, high = _bootstrap_interval(scores[:, 0], labels, groups, bootstrap, rng)
+    return ProbeResult(
+        scores=scores[:, 0],
+        labels=labels,
+        folds=fold,
+        auc=observed,
+        ci_low=low,
+        ci_high=high,
+        p_value=float(p),
+        permutations=permutations,
+        bootstrap=bootstrap,
+        models=models,
+        lambdas=lambdas,
+    )
+
+
+def _ridge_fold(
+    x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Kernel ridge on standardised features for every column of ``y`` at once, each
+    column with its own GCV-chosen penalty. Returns the test scores (n_test, P), and for
+    column 0 the weights on raw features, the offset and the penalty."""
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    keep = std > 1e-9  # constant in this fold: carries nothing
+    scale = np.where(keep, 1.0 / np.where(keep, std, 1.0), 0.0) / np.sqrt(keep.sum() or 1)
+    z_train, z_test = (x_train - mean) * scale, (x_test - mean) * scale
+    y_mean = y.mean(axis=0)
+    yc = y - y_mean
+    s, u = np.linalg.eigh(z_train @ z_train.T)
+    s = np.maximum(s, 0.0)
+    q = u.T @ yc  # labels in the kernel's eigenbasis
+    n = len(y)
+    best = np.full(y.shape[1], np.inf)
+    chosen = np.zeros(y.shape[1])
+    for lam in LAMBDAS:
+        h = s / (s + lam)
+        resid = ((1 - h)[:, None] * q) ** 2  # the residual's norm is kept by the basis
+        gcv = resid.sum(axis=0) / (1 - h.sum() / n) ** 2
+        better = gcv < best
+        best[better], chosen[better] = gcv[better], lam
+    alpha = u @ (q / (s[:, None] + chosen[None, :]))
+    scores = z_test @ (z_train.T @ alpha) + y_mean
+    w_std = z_train.T @ alpha[:, 0]
+    weights = w_std * scale
+    offset = float(y_mean[0] - weights @ mean)
+    return scores, weights, offset, float(chosen[0])
+
+
+def _bootstrap_interval(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    groups: Sequence[str],
+    n: int,
+    rng: np.random.Generator,
+    chunk: int = 100,
+) -> tuple[float, float]:
+    """Percentile 95% interval of the AUC over resampled groups (a group's scans are
+    drawn together: frames of one clip are not independent evidence)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    _, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    pos, neg = labels, ~labels
+    s_pos, s_neg = scores[pos], scores[neg]
+    wins = (s_pos[:, None] > s_neg[None, :]) + 0.5 * (s_pos[:, None] == s_neg[None, :])
+    n_groups = inverse.max() + 1
+    values = []
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        drawn = rng.integers(0, n_groups, size=(m, n_groups))
+        counts = np.stack([np.bincount(d, minlength=n_groups) for d in drawn])[:, inverse]
+        w_pos, w_neg = counts[:, pos].astype(float), counts[:, neg].astype(float)
+        denom = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+        num = ((w_pos @ wins) * w_neg).sum(axis=1)
+        ok = denom > 0
+        values.append(num[ok] / denom[ok])
+    all_values = np.concatenate(values)
+    return float(np.quantile(all_values, 0.025)), float(np.quantile(all_values, 0.975))
