@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from annot_denoise import __version__, dicom
+from annot_denoise.config import CleanConfig
 from annot_denoise.distributed import from_env, shard
 from annot_denoise.evaluation.sheet import contact_sheet, thumbnail
 from annot_denoise.guard import WriteGuard
@@ -192,29 +193,20 @@ def _without_masks(
 
 
 def clean(
-    inputs: Path,
-    out: Path,
+    cfg: CleanConfig,
     restorer: Restorer,
     *,
-    batch_size: int = 4,
-    overwrite: bool = False,
-    workers: int = 2,
-    streams: int | None = None,
-    masks: Path | None = None,
-    save_mask: bool = False,
-    report_csv: bool = False,
-    preview: int = 0,
-    clear_burned_in: bool = False,
     progress: Progress | None = None,
     meta: dict | None = None,
 ) -> CleanReport:
-    """Clean every image under ``inputs`` into ``out``; see the module docstring.
+    """Clean every image under ``cfg.inputs`` into ``cfg.out`` with ``restorer``; see
+    the module docstring. ``meta`` is added to clean_run.json.
 
-    ``clear_burned_in`` sets DICOM Burned In Annotation to NO in the outputs; it
+    ``cfg.clear_burned_in`` sets DICOM Burned In Annotation to NO in the outputs; it
     is off by default because removing calipers is not de-identification.
-    ``streams`` batches are computed side by side (None: 2 on the CPU, 1 on a GPU).
+    ``cfg.streams`` batches are computed side by side (None: 2 on the CPU, 1 on a GPU).
 
-    ``masks`` (a folder mirroring ``inputs``) gives the annotations instead of
+    ``cfg.masks`` (a folder mirroring the inputs) gives the annotations instead of
     detecting them: for ``sub/a.png`` the first of ``sub/a.png.mask.png`` (as
     ``save_mask`` writes), ``sub/a.png`` and ``sub/a.png`` with a ``.png`` suffix;
     nonzero pixels are annotation. A cine loop takes one mask per frame when all
@@ -223,169 +215,45 @@ def clean(
     the input.
     A file without its mask fails; the others carry on.
     """
-    masks = Path(masks) if masks is not None else None
-    if masks is not None and not restorer.takes_masks:
-        raise CleanError(
-            "--masks needs a mask-aware model at native resolution (maskunet); this "
-            "checkpoint cannot inpaint given masks"
-        )
-    if masks is not None and not masks.is_dir():
-        raise CleanError(f"--masks {masks}: no such folder")
-    if masks is not None and save_mask and masks.resolve() == Path(out).resolve():
-        raise CleanError(
-            f"--save-mask would overwrite the given masks in {masks}; choose another -o"
-        )
-    if save_mask and not restorer.predicts_mask:
-        raise CleanError(
-            "--save-mask needs a mask-aware model (model.arch: maskunet); this checkpoint "
-            "has no mask head"
-        )
-    if why := folder_problem(Path(out)):
-        raise CleanError(f"-o {out}: {why}")
+    _check_job(cfg, restorer)
+    inputs, out = Path(cfg.inputs), Path(cfg.out)
+    masks = Path(cfg.masks) if cfg.masks is not None else None
     progress = progress or Progress()
     started = time.perf_counter()
     world = from_env()
-    # Under torchrun each rank takes every size-th file; together they cover all.
     plan = plan_outputs(inputs, out)
     if masks is not None:
-        plan = _without_masks(plan, Path(inputs), masks)
-    guard = _guard(Path(inputs), Path(out), masks, plan)
+        plan = _without_masks(plan, inputs, masks)
+    guard = _guard(inputs, out, masks, plan)
+    # Under torchrun each rank takes every size-th file; together they cover all.
     plan = shard(plan, world)
-    report = CleanReport(Path(out))
+    report = CleanReport(out)
     todo = []
     for src, dst in plan:
         if why := guard.problem(dst):
             report.failed.append(why)
             log.error("%s", why)
-        elif overwrite or not dst.exists():
+        elif cfg.overwrite or not dst.exists():
             todo.append((src, dst))
     report.skipped = len(plan) - len(todo) - len(report.failed)
-    suffix = f".rank{world.rank}" if world.distributed else ""
-    preview = preview if world.main else 0
     if report.skipped:
         log.info("skipping %d images whose output exists (--overwrite to redo)", report.skipped)
-    guard.make_dirs(Path(out))
-    # A killed run leaves its in-flight writes behind as hidden temporaries: sweep those
-    # of this rank's own files (another rank's may still be in flight).
-    outputs = {d for _, d in plan}
-    owned = outputs | {mask_path(d) for _, d in plan}
-    extras = [f"clean_run{suffix}.json", f"clean_report{suffix}.csv"]
-    owned |= {Path(out) / name for name in extras + ["clean_preview.png"] * world.main}
-
-    def owns(path: Path) -> bool:  # per-frame masks of cine loops: counts unknown yet
-        if path in owned:
-            return True
-        frame = _FRAME_MASK.search(path.name)
-        return bool(frame) and path.with_name(path.name[: frame.start()]) in outputs
-
-    if removed := remove_stale_temporaries(out, owns, guard):
-        log.info("removed %d temporary files left by an interrupted run", removed)
-    rows: dict[str, dict] = {}
+    suffix = f".rank{world.rank}" if world.distributed else ""
+    guard.make_dirs(out)
+    _sweep(out, plan, suffix, world.main, guard)
     description = f"annotations removed by annot-denoise {__version__}" + (
         f" (model {Path(str(meta['model'])).name})" if meta and meta.get("model") else ""
     )
-    sheet: list[list[np.ndarray]] = []  # thumbnails for --preview
-    batches = max(1, -(-len(todo) // batch_size))
-    streams, threads = inference_streams(restorer.device, streams, batches)
-    with (
-        ThreadPoolExecutor(max(1, workers)) as pool,
-        ThreadPoolExecutor(streams) as compute,
-        intra_op_threads(threads),
-        progress.task("cleaning", len(todo)) as bar,
-    ):
-        writes: list[tuple[Path, Path, dict, Future]] = []
-        # Batches in the network, oldest first; results are handled in input order.
-        running: deque[tuple[list, list[Scan], Future[list]]] = deque()
-
-        def finish_oldest() -> None:
-            dests, scans, computed = running.popleft()
-            results = iter(computed.result())
-            for (src, dst), scan in zip(dests, scans):
-                done = [next(results) for _ in scan.frames]
-                if len(sheet) < preview:
-                    sheet.append([thumbnail(scan.frames[0]), thumbnail(done[0].image)])
-                    if done[0].mask is not None:
-                        sheet[-1].append(thumbnail(done[0].mask))
-                job = (dst, scan, done, save_mask, description, clear_burned_in, guard)
-                holes = [r.mask for r in done if r.mask is not None]
-                row = {
-                    "image": dst.relative_to(out).as_posix(),
-                    "changed_fraction": round(float(np.mean([r.changed for r in done])), 6),
-                    "mask_fraction": round(float(np.mean([m.mean() for m in holes])), 6)
-                    if holes
-                    else "",
-                }
-                writes.append((src, dst, row, pool.submit(_write, *job)))
-            bar.advance(len(dests))
-
-        def read(src: Path, dst: Path) -> Scan:
-            scan = read_scan(src)
-            if masks is None:
-                return scan
-            relative = dst.relative_to(out)
-            per_frame, missing = frame_masks(masks, relative, len(scan.frames))
-            if per_frame and not missing:
-                return _attach_masks(scan, src, per_frame)
-            partly = (
-                f"; frame masks missing for frame(s) {_ranges(missing)}"
-                if (per_frame and len(missing) < len(per_frame))
-                else ""
-            )
-            candidates = mask_candidates(masks, relative)
-            # A scan being cleaned is never a mask (--masks INPUT, where NAME is the scan).
-            own = [c for c in candidates if guard.is_input(c)]
-            found = [c for c in candidates if c.is_file() and c not in own]
-            if not found:
-                names = ", ".join(c.relative_to(masks).as_posix() for c in candidates)
-                also = "; ".join(f"{c.name} is a scan, not a mask" for c in own)
-                raise ImageReadError(
-                    src,
-                    f"no mask for it under {masks} (looked for {names}"
-                    + (f"; {also}" if also else "")
-                    + f"){partly}",
-                )
-            if partly:
-                log.warning("%s: one mask for every frame%s", src, partly)
-            return _attach_masks(scan, src, [found[0]] * len(scan.frames))
-
-        for chunk, reads in _prefetch(pool, read, todo, batch_size):
-            scans, dests = [], []
-            for (src, dst), fut in zip(chunk, reads):
-                try:
-                    scans.append(fut.result())
-                    dests.append((src, dst))
-                except ImageReadError as exc:
-                    report.failed.append(str(exc))
-                    log.error("%s", exc)
-                    bar.advance(1)
-            # Frames of every file in the chunk go through the network together.
-            frames = [f for scan in scans for f in scan.frames]
-            if masks is None:
-                computed = compute.submit(restorer.restore, frames)
-            else:
-                given = [m for scan in scans for m in scan.masks]
-                computed = compute.submit(restorer.inpaint, frames, given)
-            running.append((dests, scans, computed))
-            if len(running) >= streams:
-                finish_oldest()
-        while running:
-            finish_oldest()
-        for src, dst, row, fut in writes:
-            try:
-                fut.result()
-            except Exception as exc:  # one file's failed write never ends the batch
-                report.failed.append(f"{src}: cannot write output ({exc})")
-                log.error("%s: cannot write output (%s)", src, exc)
-            else:  # an output is listed, and reported, once it is written
-                report.processed += 1
-                report.outputs.append(dst)
-                rows[row["image"]] = row
+    run = _Run(cfg, restorer, guard, description, cfg.preview if world.main else 0)
+    batches = max(1, -(-len(todo) // cfg.batch_size))
+    streams, threads = inference_streams(restorer.device, cfg.streams, batches)
+    rows = run.execute(todo, report, progress, streams, threads)
     report.seconds = time.perf_counter() - started
-    if report_csv:
-        _write_csv_report(Path(out) / f"clean_report{suffix}.csv", rows, guard)
-    if sheet:
-        labels = ["before", "after", "mask"][: len(sheet[0])]
-        write_image(Path(out) / "clean_preview.png", contact_sheet(sheet, labels=labels), guard)
+    if cfg.report_csv:
+        _write_csv_report(out / f"clean_report{suffix}.csv", rows, guard)
+    if run.sheet:
+        labels = ["before", "after", "mask"][: len(run.sheet[0])]
+        write_image(out / "clean_preview.png", contact_sheet(run.sheet, labels=labels), guard)
     record = {
         "version": __version__,
         "inputs": str(inputs),
@@ -405,8 +273,182 @@ def clean(
         "seconds": round(report.seconds, 2),
         **(meta or {}),
     }
-    atomic_write_text(Path(out) / f"clean_run{suffix}.json", json.dumps(record, indent=2), guard)
+    atomic_write_text(out / f"clean_run{suffix}.json", json.dumps(record, indent=2), guard)
     return report
+
+
+def _check_job(cfg: CleanConfig, restorer: Restorer) -> None:
+    """Refuse, before any work, what this restorer cannot do or would overwrite."""
+    masks, out = cfg.masks, Path(cfg.out)
+    if masks is not None and not restorer.takes_masks:
+        raise CleanError(
+            "--masks needs a mask-aware model at native resolution (maskunet); this "
+            "checkpoint cannot inpaint given masks"
+        )
+    if masks is not None and not Path(masks).is_dir():
+        raise CleanError(f"--masks {masks}: no such folder")
+    if masks is not None and cfg.save_mask and Path(masks).resolve() == out.resolve():
+        raise CleanError(
+            f"--save-mask would overwrite the given masks in {masks}; choose another -o"
+        )
+    if cfg.save_mask and not restorer.predicts_mask:
+        raise CleanError(
+            "--save-mask needs a mask-aware model (model.arch: maskunet); this checkpoint "
+            "has no mask head"
+        )
+    if why := folder_problem(out):
+        raise CleanError(f"-o {out}: {why}")
+
+
+def _sweep(
+    out: Path, plan: list[tuple[Path, Path]], suffix: str, main: bool, guard: WriteGuard
+) -> None:
+    """Remove the hidden temporaries a killed run left behind, of this rank's own
+    files only (another rank's writes may still be in flight)."""
+    outputs = {d for _, d in plan}
+    owned = outputs | {mask_path(d) for _, d in plan}
+    extras = [f"clean_run{suffix}.json", f"clean_report{suffix}.csv"]
+    owned |= {out / name for name in extras + ["clean_preview.png"] * main}
+
+    def owns(path: Path) -> bool:  # per-frame masks of cine loops: counts unknown yet
+        if path in owned:
+            return True
+        frame = _FRAME_MASK.search(path.name)
+        return bool(frame) and path.with_name(path.name[: frame.start()]) in outputs
+
+    if removed := remove_stale_temporaries(out, owns, guard):
+        log.info("removed %d temporary files left by an interrupted run", removed)
+
+
+class _Run:
+    """One rank's files through read -> network -> write, every stage overlapped:
+    reads run a batch ahead, ``streams`` batches share the network, writes run in
+    the thread pool while the next batch computes."""
+
+    def __init__(
+        self,
+        cfg: CleanConfig,
+        restorer: Restorer,
+        guard: WriteGuard,
+        description: str,
+        preview: int,
+    ) -> None:
+        self.cfg, self.restorer, self.guard = cfg, restorer, guard
+        self.out = Path(cfg.out)
+        self.masks = Path(cfg.masks) if cfg.masks is not None else None
+        self.description, self.preview = description, preview
+        self.sheet: list[list[np.ndarray]] = []  # thumbnails for --preview
+
+    def execute(
+        self,
+        todo: list[tuple[Path, Path]],
+        report: CleanReport,
+        progress: Progress,
+        streams: int,
+        threads: int,
+    ) -> dict[str, dict]:
+        """Clean ``todo``, filling ``report``; the CSV rows of the written files."""
+        rows: dict[str, dict] = {}
+        writes: list[tuple[Path, Path, dict, Future]] = []
+        # Batches in the network, oldest first; results are handled in input order.
+        running: deque[tuple[list, list[Scan], Future[list]]] = deque()
+        with (
+            ThreadPoolExecutor(max(1, self.cfg.workers)) as pool,
+            ThreadPoolExecutor(streams) as compute,
+            intra_op_threads(threads),
+            progress.task("cleaning", len(todo)) as bar,
+        ):
+            for chunk, reads in _prefetch(pool, self.read, todo, self.cfg.batch_size):
+                scans, dests = [], []
+                for (src, dst), fut in zip(chunk, reads):
+                    try:
+                        scans.append(fut.result())
+                        dests.append((src, dst))
+                    except ImageReadError as exc:
+                        report.failed.append(str(exc))
+                        log.error("%s", exc)
+                        bar.advance(1)
+                # Frames of every file in the chunk go through the network together.
+                frames = [f for scan in scans for f in scan.frames]
+                if self.masks is None:
+                    computed = compute.submit(self.restorer.restore, frames)
+                else:
+                    given = [m for scan in scans for m in scan.masks]
+                    computed = compute.submit(self.restorer.inpaint, frames, given)
+                running.append((dests, scans, computed))
+                if len(running) >= streams:
+                    writes += self._hand_back(running.popleft(), pool, bar)
+            while running:
+                writes += self._hand_back(running.popleft(), pool, bar)
+            for src, dst, row, fut in writes:
+                try:
+                    fut.result()
+                except Exception as exc:  # one file's failed write never ends the batch
+                    report.failed.append(f"{src}: cannot write output ({exc})")
+                    log.error("%s: cannot write output (%s)", src, exc)
+                else:  # an output is listed, and reported, once it is written
+                    report.processed += 1
+                    report.outputs.append(dst)
+                    rows[row["image"]] = row
+        return rows
+
+    def _hand_back(
+        self, batch: tuple[list, list[Scan], Future[list]], pool: ThreadPoolExecutor, bar
+    ) -> list[tuple[Path, Path, dict, Future]]:
+        """Queue the writes of one computed batch; (source, output, CSV row, write)."""
+        dests, scans, computed = batch
+        results = iter(computed.result())
+        writes = []
+        for (src, dst), scan in zip(dests, scans):
+            done = [next(results) for _ in scan.frames]
+            if len(self.sheet) < self.preview:
+                self.sheet.append([thumbnail(scan.frames[0]), thumbnail(done[0].image)])
+                if done[0].mask is not None:
+                    self.sheet[-1].append(thumbnail(done[0].mask))
+            job = (dst, scan, done, self.cfg.save_mask, self.description)
+            holes = [r.mask for r in done if r.mask is not None]
+            row = {
+                "image": dst.relative_to(self.out).as_posix(),
+                "changed_fraction": round(float(np.mean([r.changed for r in done])), 6),
+                "mask_fraction": round(float(np.mean([m.mean() for m in holes])), 6)
+                if holes
+                else "",
+            }
+            fut = pool.submit(_write, *job, self.cfg.clear_burned_in, self.guard)
+            writes.append((src, dst, row, fut))
+        bar.advance(len(dests))
+        return writes
+
+    def read(self, src: Path, dst: Path) -> Scan:
+        """The scan at ``src`` with, under ``--masks``, its given masks attached."""
+        scan = read_scan(src)
+        if self.masks is None:
+            return scan
+        masks, relative = self.masks, dst.relative_to(self.out)
+        per_frame, missing = frame_masks(masks, relative, len(scan.frames))
+        if per_frame and not missing:
+            return _attach_masks(scan, src, per_frame)
+        partly = (
+            f"; frame masks missing for frame(s) {_ranges(missing)}"
+            if (per_frame and len(missing) < len(per_frame))
+            else ""
+        )
+        candidates = mask_candidates(masks, relative)
+        # A scan being cleaned is never a mask (--masks INPUT, where NAME is the scan).
+        own = [c for c in candidates if self.guard.is_input(c)]
+        found = [c for c in candidates if c.is_file() and c not in own]
+        if not found:
+            names = ", ".join(c.relative_to(masks).as_posix() for c in candidates)
+            also = "; ".join(f"{c.name} is a scan, not a mask" for c in own)
+            raise ImageReadError(
+                src,
+                f"no mask for it under {masks} (looked for {names}"
+                + (f"; {also}" if also else "")
+                + f"){partly}",
+            )
+        if partly:
+            log.warning("%s: one mask for every frame%s", src, partly)
+        return _attach_masks(scan, src, [found[0]] * len(scan.frames))
 
 
 def _write(

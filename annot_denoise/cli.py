@@ -155,26 +155,11 @@ def _progress(no_progress: bool):
     return Progress(enabled=not no_progress)
 
 
-def _restorer(model: str | None, device: str, postprocess: str | None = None, **settings):
-    """Model name or checkpoint path (None = default) -> Restorer on the chosen device,
-    with the post-processing steps ``--postprocess`` names (None: the model's own)."""
-    from pydantic import ValidationError
+def _restorer(settings, model: str | Path | None = None):
+    """The job's model (or ``model``) as a Restorer; see :func:`load_restorer`."""
+    from annot_denoise.inference.loading import load_restorer
 
-    from annot_denoise.distributed import from_env, rank_device
-    from annot_denoise.inference import Restorer, with_steps
-    from annot_denoise.pretrained import resolve_model
-    from annot_denoise.runtime import resolve_device
-    from annot_denoise.training.checkpoint import load_model
-
-    dev = rank_device(from_env(), resolve_device(device))
-    net, ckpt = load_model(resolve_model(model), dev)
-    restorer = Restorer.from_checkpoint(net, ckpt, dev, **settings)
-    try:
-        restorer.postprocess = with_steps(restorer.postprocess, postprocess)
-    except ValidationError as exc:
-        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise typer.BadParameter(reason, param_hint="--postprocess") from None
-    return restorer, dev, ckpt
+    return load_restorer(settings, model)
 
 
 ModelOption = Annotated[
@@ -414,12 +399,15 @@ def eval_cmd(
 ) -> None:
     """Score the model against the baselines (identity, Telea with the true mask,
     classical blind inpainting) on ground-truth pairs."""
+    from annot_denoise.config import EvalConfig
     from annot_denoise.evaluation.evaluate import evaluate
 
-    settings = dict(
-        threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size, tta=tta
-    )
-    restorer, _, ckpt = _restorer(model, device, postprocess, **settings)
+    cfg = EvalConfig(
+        data_dir=data_dir, out=out_dir, model=model, reference=reference, device=device,
+        batch_size=batch_size, mask_threshold=mask_threshold, dilate=dilate, tile=tile,
+        tta=tta, postprocess=postprocess, oracle=oracle,
+    )  # fmt: skip
+    restorer, ckpt = _restorer(cfg)
     if oracle and not restorer.takes_masks:
         raise typer.BadParameter(
             "needs a mask-aware model at native resolution (maskunet trained on patches)",
@@ -427,23 +415,15 @@ def eval_cmd(
         )
     methods, curves = {"model": restorer}, {"model": ckpt.get("history", [])}
     if reference is not None:
-        ref, _, ref_ckpt = _restorer(str(reference), device, **settings)
+        ref, ref_ckpt = _restorer(cfg, reference)
         methods["reference"], curves["reference"] = ref, ref_ckpt.get("history", [])
-    report = evaluate(
-        data_dir,
-        methods,
-        out_dir,
-        batch_size=batch_size,
-        progress=_progress(no_progress),
-        meta={
-            "model": model or "default",
-            "reference": str(reference) if reference else None,
-            "tta": tta,
-            "postprocess": list(restorer.postprocess.steps),
-        },
-        curves=curves,
-        oracle=oracle,
-    )
+    meta = {
+        "model": model or "default",
+        "reference": str(reference) if reference else None,
+        "tta": tta,
+        "postprocess": list(restorer.postprocess.steps),
+    }
+    report = evaluate(cfg, methods, progress=_progress(no_progress), meta=meta, curves=curves)
     show(render_metrics(report.methods))
     out.print(
         f"report: {out_dir / 'report.html'} (also report.json, per_image.csv, contact_sheet.png)"
@@ -515,33 +495,24 @@ def clean_cmd(
     a cine loop cleaned, with a new SOP Instance UID and Image Type DERIVED.
     """
     from annot_denoise.clean import clean
+    from annot_denoise.config import CleanConfig
 
-    settings = dict(
-        threshold=mask_threshold, dilate=dilate, tile=tile, batch_size=batch_size, tta=tta
-    )
-    restorer, dev, _ = _restorer(model, device, postprocess, **settings)
+    cfg = CleanConfig(
+        inputs=inputs, out=out_dir, model=model, device=device, batch_size=batch_size,
+        workers=workers, streams=streams, overwrite=overwrite, masks=masks,
+        mask_threshold=mask_threshold, dilate=dilate, tile=tile, tta=tta,
+        postprocess=postprocess, save_mask=save_mask, report_csv=report, preview=preview,
+        clear_burned_in=clear_burned_in,
+    )  # fmt: skip
+    restorer, _ = _restorer(cfg)
     if masks is not None and not restorer.takes_masks:
         raise typer.BadParameter(
             "needs a mask-aware model at native resolution (maskunet); "
             f"{model or 'default'} cannot inpaint given masks",
             param_hint="--masks",
         )
-    result = clean(
-        inputs,
-        out_dir,
-        restorer,
-        batch_size=batch_size,
-        overwrite=overwrite,
-        workers=workers,
-        streams=streams,
-        masks=masks,
-        save_mask=save_mask,
-        report_csv=report,
-        preview=preview,
-        clear_burned_in=clear_burned_in,
-        progress=_progress(no_progress),
-        meta={"model": model or "default", "device": str(dev)},
-    )
+    meta = {"model": model or "default", "device": str(restorer.device)}
+    result = clean(cfg, restorer, progress=_progress(no_progress), meta=meta)
     out.print(
         f"processed {result.processed}, skipped {result.skipped} (already done), "
         f"failed {len(result.failed)} in {result.seconds:.1f} s -> {out_dir}"

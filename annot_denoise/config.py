@@ -218,6 +218,61 @@ class TrainConfig(_Strict):
     output: OutputConfig = OutputConfig()
 
 
+class InferenceConfig(_Strict):
+    """How a trained model is applied; ``clean`` and ``eval`` share it."""
+
+    model: str | None = Field(
+        None, description="a checkpoint or the name of a shipped model; null: 'default'"
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    batch_size: int = Field(4, ge=1, description="images (or tiles) per forward pass")
+    mask_threshold: float | None = Field(
+        None, ge=0, le=1, description="probability above which a pixel is a mark; null: model's"
+    )
+    dilate: MaskDilate | None = Field(
+        None, description="pixels the mask may grow by; null: the model's"
+    )
+    tile: int = Field(1024, ge=64, description="larger images go through overlapping tiles")
+    tta: bool = Field(False, description="average the network over the four flips")
+    postprocess: str | None = Field(
+        None, description="'default', 'none' or step names separated by commas; null: model's"
+    )
+
+
+class EvalConfig(InferenceConfig):
+    """``annot-denoise eval``: score models and baselines on ground-truth pairs."""
+
+    data_dir: Path = Field(description="folder laid out like synth's output")
+    out: Path = Field(Path("eval"), description="report folder")
+    reference: Path | None = Field(None, description="a second checkpoint scored as reference")
+    oracle: bool = Field(False, description="also score the inpainter given the true mask")
+    baselines: list[Literal["identity", "telea", "classical"]] = Field(
+        ["identity", "telea", "classical"], description="baselines scored beside the models"
+    )
+    sheet_rows: int = Field(6, ge=0, description="pairs shown in contact_sheet.png")
+
+
+class CleanConfig(InferenceConfig):
+    """``annot-denoise clean``: remove the marks from every scan under ``inputs``."""
+
+    inputs: Path = Field(description="an image file or a folder, searched recursively")
+    out: Path = Field(Path("cleaned"), description="output folder; mirrors the input tree")
+    workers: int = Field(2, ge=1, description="threads for reading and writing")
+    streams: int | None = Field(
+        None, ge=1, description="CPU: batches in the network at once; null: 2 (1 on a GPU)"
+    )
+    overwrite: bool = Field(False, description="redo images whose output exists")
+    masks: Path | None = Field(
+        None, description="a folder of given masks mirroring inputs, used instead of detection"
+    )
+    save_mask: bool = Field(False, description="write each predicted mask beside its output")
+    report_csv: bool = Field(False, description="write clean_report.csv")
+    preview: int = Field(0, ge=0, description="first N images in clean_preview.png")
+    clear_burned_in: bool = Field(
+        False, description="DICOM: set Burned In Annotation to NO in the outputs"
+    )
+
+
 def load_config(path: Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read ``path`` (or the defaults when None), apply overrides, validate."""
     source = str(path) if path is not None else "<defaults>"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annot_denoise.clean import clean
-from annot_denoise.config import validate_config
+from annot_denoise.config import CleanConfig, EvalConfig, validate_config
 from annot_denoise.evaluation.evaluate import evaluate
 from annot_denoise.inference import Restorer
 from annot_denoise.io import atomic_write_text
@@ -84,12 +84,18 @@ def run_demo(
         models[name] = Restorer.from_checkpoint(model, ckpt, dev)
         curves[name] = ckpt.get("history", []) if name == "fine-tuned" else []
     report = evaluate(
-        test, models, out_dir / "eval", progress=progress, curves=curves,
+        EvalConfig(data_dir=test, out=out_dir / "eval"),
+        models,
+        progress=progress,
+        curves=curves,
         meta={"models": {"fine-tuned": str(run_dir / "best.pt"), "default": "shipped"}},
-    )  # fmt: skip
+    )
     cleaned = out_dir / "cleaned"
-    clean(test / "annotated", cleaned, models["fine-tuned"], overwrite=True, preview=6,
-          progress=progress)  # fmt: skip
+    clean(
+        CleanConfig(inputs=test / "annotated", out=cleaned, overwrite=True, preview=6),
+        models["fine-tuned"],
+        progress=progress,
+    )
     summary = {"seconds": round(time.perf_counter() - started, 1), "metrics": report.methods}
     atomic_write_text(out_dir / "demo.json", json.dumps(summary, indent=2))
     return DemoResult(

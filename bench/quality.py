@@ -156,7 +156,7 @@ def main() -> None:
 
     import heldout
 
-    from annot_denoise.config import validate_config
+    from annot_denoise.config import EvalConfig, validate_config
     from annot_denoise.evaluation.evaluate import evaluate
     from annot_denoise.inference import Restorer
     from annot_denoise.runtime import resolve_device
@@ -220,7 +220,8 @@ def main() -> None:
 
     tables = []
     for label, data_dir in sets.items():
-        report = evaluate(data_dir, restorers, out / "eval" / label.split()[0], oracle=args.oracle)
+        cfg = EvalConfig(data_dir=data_dir, out=out / "eval" / label.split()[0], oracle=args.oracle)
+        report = evaluate(cfg, restorers)
         per_image = [r for r in report.per_image if r["method"] == "maskunet"]
         worst_outside = max((r["change_outside"] for r in per_image), default=float("nan"))
         rows = []

@@ -92,6 +92,7 @@ def time_clean(
     tta: bool = False,
 ) -> float:
     from annot_denoise.clean import clean
+    from annot_denoise.config import CleanConfig
     from annot_denoise.inference import Restorer
     from annot_denoise.training.checkpoint import load_model
 
@@ -100,13 +101,15 @@ def time_clean(
     restorer.restore([np.zeros((540, 960), np.uint8)])  # warm-up (kernels, allocator)
     start = time.perf_counter()
     clean(
-        paths[0].parent,
-        out,
+        CleanConfig(
+            inputs=paths[0].parent,
+            out=out,
+            batch_size=batch,
+            workers=workers,
+            streams=streams,
+            overwrite=True,
+        ),
         restorer,
-        batch_size=batch,
-        workers=workers,
-        streams=streams,
-        overwrite=True,
     )
     return time.perf_counter() - start
 
@@ -248,6 +251,7 @@ def peak_memory_4000(ckpt: Path, device, folder: Path) -> str:
 import json, resource, torch
 from pathlib import Path
 from annot_denoise.training.checkpoint import load_model
+from annot_denoise.config import CleanConfig
 from annot_denoise.clean import clean
 from annot_denoise.inference import Restorer
 dev = torch.device({str(device)!r})

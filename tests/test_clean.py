@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from annot_denoise.clean import CleanError, clean
+from annot_denoise.config import CleanConfig
 from annot_denoise.inference import Restorer
 from annot_denoise.io import read_image, write_image
 from annot_denoise.training.checkpoint import load_model
@@ -41,7 +42,7 @@ def scans(tmp_path: Path) -> Path:
 def test_outputs_mirror_inputs(scans: Path, tmp_path: Path, restorer: Restorer) -> None:
     before = {p: p.read_bytes() for p in scans.rglob("*") if p.is_file()}
     out = tmp_path / "out"
-    report = clean(scans, out, restorer)
+    report = clean(CleanConfig(inputs=scans, out=out), restorer)
     assert report.ok and report.processed == 6
     for src in before:
         dst = out / src.relative_to(scans)
@@ -58,11 +59,11 @@ def test_outputs_mirror_inputs(scans: Path, tmp_path: Path, restorer: Restorer) 
 
 def test_rerun_skips_done_and_overwrite_redoes(scans: Path, tmp_path: Path, restorer) -> None:
     out = tmp_path / "out"
-    clean(scans, out, restorer)
+    clean(CleanConfig(inputs=scans, out=out), restorer)
     (out / "grey.png").unlink()
-    report = clean(scans, out, restorer)
+    report = clean(CleanConfig(inputs=scans, out=out), restorer)
     assert (report.processed, report.skipped) == (1, 5)
-    report = clean(scans, out, restorer, overwrite=True)
+    report = clean(CleanConfig(inputs=scans, out=out, overwrite=True), restorer)
     assert (report.processed, report.skipped) == (6, 0)
 
 
@@ -70,7 +71,7 @@ def test_bad_files_reported_rest_processed(scans: Path, tmp_path: Path, restorer
     (scans / "empty.png").write_bytes(b"")
     (scans / "notes.png").write_text("not an image")
     (scans / "cut.png").write_bytes((scans / "grey.png").read_bytes()[:200])
-    report = clean(scans, tmp_path / "out", restorer, batch_size=2)
+    report = clean(CleanConfig(inputs=scans, out=tmp_path / "out", batch_size=2), restorer)
     assert report.processed == 6 and len(report.failed) == 3
     for name in ("empty.png", "notes.png", "cut.png"):
         assert any(name in line for line in report.failed)
@@ -79,20 +80,20 @@ def test_bad_files_reported_rest_processed(scans: Path, tmp_path: Path, restorer
 
 
 def test_single_file_input(scans: Path, tmp_path: Path, restorer) -> None:
-    report = clean(scans / "grey.png", tmp_path / "one", restorer)
+    report = clean(CleanConfig(inputs=scans / "grey.png", out=tmp_path / "one"), restorer)
     assert report.processed == 1 and (tmp_path / "one" / "grey.png").is_file()
 
 
 def test_refuses_unsafe_output_folders(scans: Path, tmp_path: Path, restorer) -> None:
     with pytest.raises(CleanError, match="is the input folder"):
-        clean(scans, scans, restorer)
+        clean(CleanConfig(inputs=scans, out=scans), restorer)
     with pytest.raises(CleanError, match="inside the input folder"):
-        clean(scans, scans / "sub" / "out", restorer)
+        clean(CleanConfig(inputs=scans, out=scans / "sub" / "out"), restorer)
     with pytest.raises(CleanError, match="no such file"):
-        clean(tmp_path / "nope", tmp_path / "o", restorer)
+        clean(CleanConfig(inputs=tmp_path / "nope", out=tmp_path / "o"), restorer)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CleanError, match="no images found"):
-        clean(tmp_path / "empty", tmp_path / "o", restorer)
+        clean(CleanConfig(inputs=tmp_path / "empty", out=tmp_path / "o"), restorer)
 
 
 def test_residual_models_keep_untouched_detail(restorer: Restorer) -> None:
@@ -112,7 +113,7 @@ def test_residual_models_keep_untouched_detail(restorer: Restorer) -> None:
 
 def test_save_mask_needs_a_mask_model(scans: Path, tmp_path: Path, restorer) -> None:
     with pytest.raises(CleanError, match="no mask head"):
-        clean(scans, tmp_path / "out", restorer, save_mask=True)
+        clean(CleanConfig(inputs=scans, out=tmp_path / "out", save_mask=True), restorer)
     assert not (tmp_path / "out").exists()
 
 
@@ -124,7 +125,7 @@ def test_save_mask_and_report(scans: Path, tmp_path: Path, mask_run: Path) -> No
     model, ckpt = load_model(mask_run / "best.pt")
     r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
     out = tmp_path / "out"
-    report = clean(scans, out, r, save_mask=True, report_csv=True)
+    report = clean(CleanConfig(inputs=scans, out=out, save_mask=True, report_csv=True), r)
     assert report.ok
     for dst in report.outputs:
         mask = read_image(mask_path(dst))
@@ -133,7 +134,7 @@ def test_save_mask_and_report(scans: Path, tmp_path: Path, mask_run: Path) -> No
     assert len(rows) == 6
     assert all(0 <= float(r["changed_fraction"]) <= float(r["mask_fraction"]) for r in rows)
     # Masks are not mistaken for inputs or outputs on a rerun.
-    assert clean(scans, out, r, save_mask=True).skipped == 6
+    assert clean(CleanConfig(inputs=scans, out=out, save_mask=True), r).skipped == 6
 
 
 def test_batches_computed_side_by_side_come_out_in_order(tmp_path: Path) -> None:
@@ -152,7 +153,7 @@ def test_batches_computed_side_by_side_come_out_in_order(tmp_path: Path) -> None
         images[f"s{i}.png"] = annotate(scan, "mixed", item_rng(0, str(i), 0))[1]
         write_image(root / f"s{i}.png", images[f"s{i}.png"])
     (root / "s3b.png").write_bytes(b"not a png")  # a failure between batches
-    report = clean(root, tmp_path / "out", r, batch_size=2, streams=3)
+    report = clean(CleanConfig(inputs=root, out=tmp_path / "out", batch_size=2, streams=3), r)
     assert report.processed == 7 and len(report.failed) == 1 and "s3b.png" in report.failed[0]
     streams, threads = inference_streams(torch.device("cpu"), 3)
     assert streams == 3
@@ -200,7 +201,9 @@ def test_given_masks_replace_detection(tmp_path: Path) -> None:
     write_image(root / "small_mask.png", pairs["a.png"][0])
     write_image(given / "small_mask.png", np.zeros((10, 10), np.uint8))
 
-    report = clean(root, tmp_path / "out", r, masks=given, save_mask=True, streams=1)
+    report = clean(
+        CleanConfig(inputs=root, out=tmp_path / "out", masks=given, save_mask=True, streams=1), r
+    )
     assert report.processed == 3 and len(report.failed) == 2
     assert any("no_mask.png: no mask for it" in line for line in report.failed)
     assert any("small_mask.png" in line and "10x10" in line for line in report.failed)
@@ -217,7 +220,7 @@ def test_given_masks_replace_detection(tmp_path: Path) -> None:
 
 def test_given_masks_need_a_model_that_takes_them(scans: Path, tmp_path: Path, restorer) -> None:
     with pytest.raises(CleanError, match="cannot inpaint given masks"):
-        clean(scans, tmp_path / "out", restorer, masks=tmp_path)
+        clean(CleanConfig(inputs=scans, out=tmp_path / "out", masks=tmp_path), restorer)
 
 
 def test_given_masks_beside_the_scans_are_not_scans(tmp_path: Path) -> None:
@@ -232,15 +235,29 @@ def test_given_masks_beside_the_scans_are_not_scans(tmp_path: Path) -> None:
     mask[30:33, 10:70] = 255
     write_image(tmp_path / "in" / "a.png", image)
     write_image(mask_path(tmp_path / "in" / "a.png"), mask)
-    report = clean(tmp_path / "in", tmp_path / "out", r, masks=tmp_path / "in")
+    report = clean(
+        CleanConfig(inputs=tmp_path / "in", out=tmp_path / "out", masks=tmp_path / "in"), r
+    )
     assert report.processed == 1 and report.ok
     assert not mask_path(tmp_path / "out" / "a.png").exists()
     with pytest.raises(CleanError, match="no images found besides the masks"):
-        clean(tmp_path / "in" / "a.png.mask.png", tmp_path / "o2", r, masks=tmp_path / "in")
+        clean(
+            CleanConfig(
+                inputs=tmp_path / "in" / "a.png.mask.png",
+                out=tmp_path / "o2",
+                masks=tmp_path / "in",
+            ),
+            r,
+        )
     # --save-mask into the masks folder would overwrite them.
     (tmp_path / "in2").mkdir()
     with pytest.raises(CleanError, match="overwrite the given masks"):
-        clean(tmp_path / "in", tmp_path / "in2", r, masks=tmp_path / "in2", save_mask=True)
+        clean(
+            CleanConfig(
+                inputs=tmp_path / "in", out=tmp_path / "in2", masks=tmp_path / "in2", save_mask=True
+            ),
+            r,
+        )
 
 
 def test_a_scan_is_never_its_own_mask(tmp_path: Path) -> None:
@@ -254,7 +271,9 @@ def test_a_scan_is_never_its_own_mask(tmp_path: Path) -> None:
         write_image(tmp_path / "in" / name, (rng.random((40, 50, 3)) * 255).astype(np.uint8))
     # scan.jpg -> scan.png would find another scan of the same stem: not a mask either.
     write_image(tmp_path / "in" / "sub" / "b.png", np.zeros((40, 50), np.uint8))
-    report = clean(tmp_path / "in", tmp_path / "out", r, masks=tmp_path / "in")
+    report = clean(
+        CleanConfig(inputs=tmp_path / "in", out=tmp_path / "out", masks=tmp_path / "in"), r
+    )
     assert report.processed == 0 and len(report.failed) == 4
     assert all("no mask for it" in line for line in report.failed)
     assert any("b.png is a scan, not a mask" in line for line in report.failed)
@@ -273,7 +292,9 @@ def test_a_mask_must_be_one_channel_or_equal_channels(tmp_path: Path) -> None:
     grey = np.zeros((40, 50, 3), np.uint8)
     grey[10:12, 5:45] = 255
     write_image(tmp_path / "masks" / "grey_rgb.png", grey)  # RGB with equal channels is fine
-    report = clean(tmp_path / "in", tmp_path / "out", r, masks=tmp_path / "masks")
+    report = clean(
+        CleanConfig(inputs=tmp_path / "in", out=tmp_path / "out", masks=tmp_path / "masks"), r
+    )
     assert report.processed == 1 and len(report.failed) == 1
     assert "colour.png" in report.failed[0] and "not a mask" in report.failed[0]
 
@@ -288,7 +309,10 @@ def test_an_output_is_reported_only_once_it_is_written(tmp_path: Path) -> None:
     for name in ("a.png", "b.png"):
         write_image(tmp_path / "in" / name, (rng.random((30, 40)) * 255).astype(np.uint8))
     (tmp_path / "out" / "a.png").mkdir(parents=True)  # a folder where a.png must go
-    report = clean(tmp_path / "in", tmp_path / "out", r, overwrite=True, report_csv=True)
+    report = clean(
+        CleanConfig(inputs=tmp_path / "in", out=tmp_path / "out", overwrite=True, report_csv=True),
+        r,
+    )
     assert report.processed == 1 and len(report.failed) == 1 and "a.png" in report.failed[0]
     assert report.outputs == [tmp_path / "out" / "b.png"]
     with (tmp_path / "out" / "clean_report.csv").open() as fh:

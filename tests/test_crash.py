@@ -182,6 +182,7 @@ def test_clean_killed_again_and_again_finishes_with_identical_bytes(
 
 def test_rerun_after_a_kill_sweeps_stale_temporaries(scans: Path, tmp_path: Path) -> None:
     from annot_denoise.clean import clean
+    from annot_denoise.config import CleanConfig
     from annot_denoise.inference import Restorer
     from annot_denoise.pretrained import resolve_model
     from annot_denoise.training.checkpoint import load_model
@@ -193,7 +194,7 @@ def test_rerun_after_a_kill_sweeps_stale_temporaries(scans: Path, tmp_path: Path
     out.mkdir()
     stale = out / ".photo_0.jpg.0123456789abcdef.tmp"
     stale.write_bytes((src / "photo_0.jpg").read_bytes()[:100])
-    report = clean(src, out, restorer)
+    report = clean(CleanConfig(inputs=src, out=out), restorer)
     assert report.ok and report.processed == 8
     assert not stale.exists()
     assert hidden_files(out) == set()

@@ -31,6 +31,7 @@ from typer.testing import CliRunner  # noqa: E402
 from annot_denoise import dicom  # noqa: E402
 from annot_denoise.clean import clean, mask_path  # noqa: E402
 from annot_denoise.cli import app  # noqa: E402
+from annot_denoise.config import CleanConfig  # noqa: E402
 from annot_denoise.inference import Restorer  # noqa: E402
 from annot_denoise.io import ImageReadError, list_images, read_image, write_image  # noqa: E402
 from annot_denoise.pretrained import resolve_model  # noqa: E402
@@ -301,7 +302,8 @@ def test_synth_takes_dicom_scans_and_writes_png(tmp_path: Path) -> None:
     src.mkdir()
     scan = make_phantom(96, 128, np.random.default_rng(0))
     (src / "scan.dcm").write_bytes(to_bytes(make_dataset(scan)))
-    report = synth(src, tmp_path / "out", seed=0)
+    # No scanner interface drawn: the clean copy is then the DICOM's pixels, exactly.
+    report = synth(src, tmp_path / "out", seed=0, scanner_ui="off")
     assert report.ok
     clean_copy = read_image(tmp_path / "out" / "clean" / "scan.png")
     if clean_copy.ndim == 3:  # promoted to RGB for coloured marks
@@ -317,7 +319,7 @@ def test_synth_makes_a_pair_of_every_frame_of_a_cine_loop(tmp_path: Path) -> Non
     loop = np.stack([make_phantom(64, 80, np.random.default_rng(k)) for k in range(3)])
     (src / "loop.dcm").write_bytes(to_bytes(make_dataset(loop)))
     (src / "one.dcm").write_bytes(to_bytes(make_dataset(loop[0])))
-    report = synth(src, tmp_path / "out", seed=0, workers=2, colors=["white"])
+    report = synth(src, tmp_path / "out", seed=0, workers=2, colors=["white"], scanner_ui="off")
     assert report.ok and report.written == 4, report.failed
     for k in range(3):
         assert np.array_equal(
@@ -330,7 +332,7 @@ def test_synth_makes_a_pair_of_every_frame_of_a_cine_loop(tmp_path: Path) -> Non
     # Each frame gets its own marks, and the same seed the same bytes.
     masks = [read_image(tmp_path / "out" / "masks" / r["output"]) for r in rows[:3]]
     assert not np.array_equal(masks[0], masks[1])
-    again = synth(src, tmp_path / "again", seed=0, colors=["white"])
+    again = synth(src, tmp_path / "again", seed=0, colors=["white"], scanner_ui="off")
     assert again.ok
     for r in rows:
         for sub in ("annotated", "masks"):
@@ -375,7 +377,11 @@ def test_clean_writes_dicom_back_frame_by_frame(tmp_path: Path, default_restorer
     foreign = out / ".other.dcm.frame0001.mask.png.0123456789abcdef.tmp"
     stale.write_bytes(b"\x89PNG")
     foreign.write_bytes(b"\x89PNG")
-    report = clean(src, out, default_restorer, save_mask=True, meta={"model": "default"})
+    report = clean(
+        CleanConfig(inputs=src, out=out, save_mask=True),
+        default_restorer,
+        meta={"model": "default"},
+    )
     assert report.ok and report.processed == 3
     assert not stale.exists() and foreign.exists()
     assert {p: p.read_bytes() for p in src.iterdir()} == before  # inputs untouched
@@ -409,7 +415,9 @@ def test_clean_reads_per_frame_masks_of_a_cine_loop_back(tmp_path: Path) -> None
         hole[10 + 20 * k : 20 + 20 * k, 30:60] = True
         holes.append(hole)
         write_image(mask_path(given / "cine.dcm", k), hole.astype(np.uint8) * 255)
-    report = clean(src, tmp_path / "out", exact, masks=given, save_mask=True)
+    report = clean(
+        CleanConfig(inputs=src, out=tmp_path / "out", masks=given, save_mask=True), exact
+    )
     assert report.ok and report.processed == 1, report.failed
     frames = pydicom.dcmread(tmp_path / "out" / "cine.dcm").pixel_array
     for k in range(3):
@@ -420,11 +428,13 @@ def test_clean_reads_per_frame_masks_of_a_cine_loop_back(tmp_path: Path) -> None
     # Without every frame's mask and without the loop's one mask: an error naming
     # the frames that lack one.
     mask_path(given / "cine.dcm", 2).unlink()
-    report = clean(src, tmp_path / "none", exact, masks=given)
+    report = clean(CleanConfig(inputs=src, out=tmp_path / "none", masks=given), exact)
     assert not report.ok and "frame(s) 2" in report.failed[0]
     # With the loop's one mask, it serves all frames.
     write_image(mask_path(given / "cine.dcm"), holes[0].astype(np.uint8) * 255)
-    report = clean(src, tmp_path / "one", exact, masks=given, save_mask=True)
+    report = clean(
+        CleanConfig(inputs=src, out=tmp_path / "one", masks=given, save_mask=True), exact
+    )
     assert report.ok, report.failed
     for k in range(3):
         assert np.array_equal(read_image(mask_path(tmp_path / "one" / "cine.dcm", k)) > 0, holes[0])
@@ -491,7 +501,7 @@ def test_training_on_the_fly_takes_every_frame_of_a_cine_loop(tmp_path: Path) ->
 
 
 def test_train_and_eval_take_dicom_scans(tmp_path: Path) -> None:
-    from annot_denoise.config import validate_config
+    from annot_denoise.config import EvalConfig, validate_config
     from annot_denoise.evaluation.evaluate import evaluate
     from annot_denoise.phantom import make_phantom
     from annot_denoise.synth.pipeline import annotate
@@ -521,7 +531,7 @@ def test_train_and_eval_take_dicom_scans(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "best.pt").is_file()
     model, ckpt = load_model(tmp_path / "run" / "best.pt")
     restorer = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
-    report = evaluate(pairs, {"model": restorer}, tmp_path / "eval")
+    report = evaluate(EvalConfig(data_dir=pairs, out=tmp_path / "eval"), {"model": restorer})
     assert not report.failed
     rows = [row for row in report.per_image if row["method"] == "model"]
     assert {row["image"] for row in rows} == {f"s{k}.dcm" for k in range(6)}

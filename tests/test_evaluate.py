@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from annot_denoise.config import EvalConfig
 from annot_denoise.evaluation.baselines import identity, telea
 from annot_denoise.evaluation.evaluate import evaluate, score
 from annot_denoise.inference import Restorer
@@ -25,9 +26,8 @@ def _restorer(run: Path) -> Restorer:
 
 
 def test_report_files(trained_run: Path, synth_dir: Path, tmp_path: Path) -> None:
-    report = evaluate(
-        synth_dir, {"model": _restorer(trained_run)}, tmp_path / "ev", meta={"model_path": "x"}
-    )
+    cfg = EvalConfig(data_dir=synth_dir, out=tmp_path / "ev")
+    report = evaluate(cfg, {"model": _restorer(trained_run)}, meta={"model_path": "x"})
     assert report.ok
     assert set(report.methods) == {"model", "identity", "telea", "classical"}
     data = json.loads((tmp_path / "ev" / "report.json").read_text())
@@ -45,7 +45,9 @@ def test_report_files(trained_run: Path, synth_dir: Path, tmp_path: Path) -> Non
 def test_baselines_order_inside_the_mask(
     trained_run: Path, synth_dir: Path, tmp_path: Path
 ) -> None:
-    report = evaluate(synth_dir, {"model": _restorer(trained_run)}, tmp_path / "ev")
+    report = evaluate(
+        EvalConfig(data_dir=synth_dir, out=tmp_path / "ev"), {"model": _restorer(trained_run)}
+    )
     m = report.methods
     # Telea is told where the marks are: it must beat doing nothing inside them.
     assert m["telea"]["psnr_mask"] > m["identity"]["psnr_mask"] + 5
@@ -78,7 +80,9 @@ def test_unreadable_pair_is_reported(trained_run: Path, synth_dir: Path, tmp_pat
     for sub in ("clean", "annotated", "masks"):
         shutil.copytree(synth_dir / sub, root / sub)
     (root / "annotated" / "phantom_0000_c00.png").write_bytes(b"garbage")
-    report = evaluate(root, {"model": _restorer(trained_run)}, tmp_path / "ev")
+    report = evaluate(
+        EvalConfig(data_dir=root, out=tmp_path / "ev"), {"model": _restorer(trained_run)}
+    )
     assert not report.ok
     assert any("phantom_0000_c00.png" in f for f in report.failed)
     assert len({r["image"] for r in report.per_image}) == 19
@@ -97,7 +101,8 @@ def test_exact_images_count_in_the_means_at_the_cap() -> None:
 def test_oracle_rows_score_the_inpainter_given_the_true_mask(
     mask_run: Path, synth_dir: Path, tmp_path: Path
 ) -> None:
-    report = evaluate(synth_dir, {"m": _restorer(mask_run)}, tmp_path / "ev", oracle=True)
+    cfg = EvalConfig(data_dir=synth_dir, out=tmp_path / "ev", oracle=True)
+    report = evaluate(cfg, {"m": _restorer(mask_run)})
     m = report.methods
     assert set(m) == {"m", "m (true mask)", "identity", "telea", "classical"}
     assert "f1" in m["m"] and "f1" not in m["m (true mask)"]  # a given mask is not scored

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from standins import BrightMarksInTwoStages
 
 from annot_denoise.clean import CleanError, clean
+from annot_denoise.config import CleanConfig
 from annot_denoise.inference import Restorer
 from annot_denoise.io import read_image, write_image
 
@@ -65,7 +66,7 @@ def test_a_linked_folder_in_the_output_is_never_written_through(
     (out / "sub").symlink_to(scans / "sub", target_is_directory=True)
     before = tree_state(scans)
     for overwrite in (True, False):
-        report = clean(scans, out, restorer, overwrite=overwrite)
+        report = clean(CleanConfig(inputs=scans, out=out, overwrite=overwrite), restorer)
         assert tree_state(scans) == before
         assert report.processed + report.skipped == 1  # a.png, outside the link
         assert len(report.failed) == 2  # never "already done"
@@ -82,7 +83,7 @@ def test_a_hard_link_to_an_input_is_not_a_finished_output(
     os.link(scans / "a.png", out / "a.png")
     before = tree_state(scans)
     for overwrite in (True, False):
-        report = clean(scans, out, restorer, overwrite=overwrite)
+        report = clean(CleanConfig(inputs=scans, out=out, overwrite=overwrite), restorer)
         assert tree_state(scans) == before
         assert len(report.failed) == 1 and "a.png" in report.failed[0]
         assert "input file" in report.failed[0]
@@ -104,7 +105,7 @@ def test_an_output_folder_that_resolves_into_the_input_is_refused(
         (tmp_path / "out").symlink_to(scans / "sub", target_is_directory=True)
     before = tree_state(scans)
     with pytest.raises(CleanError, match="input folder"):
-        clean(scans, out, restorer, overwrite=True)
+        clean(CleanConfig(inputs=scans, out=out, overwrite=True), restorer)
     assert tree_state(scans) == before
 
 
@@ -121,7 +122,7 @@ def test_a_bind_mount_of_the_input_inside_the_output_is_refused(
         pytest.skip("bind mounts need privileges this machine does not give")
     try:
         before = tree_state(scans)
-        report = clean(scans, out, restorer, overwrite=True)
+        report = clean(CleanConfig(inputs=scans, out=out, overwrite=True), restorer)
         assert tree_state(scans) == before
         assert len(report.failed) == 2
     finally:
@@ -136,7 +137,9 @@ def test_the_masks_folder_is_protected_too(tmp_path: Path, restorer: Restorer) -
     out.mkdir()
     (out / "sub").symlink_to(masks / "sub", target_is_directory=True)
     before = tree_state(masks)
-    report = clean(scans, out, restorer, masks=masks, save_mask=True, overwrite=True)
+    report = clean(
+        CleanConfig(inputs=scans, out=out, masks=masks, save_mask=True, overwrite=True), restorer
+    )
     assert tree_state(masks) == before
     assert len(report.failed) == 2 and report.processed == 1
 
@@ -226,12 +229,14 @@ def test_no_layout_changes_the_input_tree(tmp_path_factory, restorer, layout) ->
     before = [tree_state(p) for p in protected]
     try:
         report = clean(
-            scans,
-            out,
+            CleanConfig(
+                inputs=scans,
+                out=out,
+                overwrite=layout["overwrite"],
+                masks=masks,
+                save_mask=layout["save_mask"] and masks is None,
+            ),
             restorer,
-            overwrite=layout["overwrite"],
-            masks=masks,
-            save_mask=layout["save_mask"] and masks is None,
         )
     except CleanError:
         report = None

@@ -58,13 +58,18 @@ def test_report_is_self_contained(tmp_path: Path) -> None:
 def test_eval_writes_report_html(trained_run: Path, synth_dir: Path, tmp_path: Path) -> None:
     import torch
 
+    from annot_denoise.config import EvalConfig
     from annot_denoise.evaluation.evaluate import evaluate
     from annot_denoise.inference import Restorer
     from annot_denoise.training.checkpoint import load_model
 
     model, ckpt = load_model(trained_run / "best.pt")
     restorer = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"))
-    evaluate(synth_dir, {"model": restorer}, tmp_path, curves={"model": ckpt["history"]})
+    evaluate(
+        EvalConfig(data_dir=synth_dir, out=tmp_path),
+        {"model": restorer},
+        curves={"model": ckpt["history"]},
+    )
     page = (tmp_path / "report.html").read_text()
     assert page.count("<img") == 1 + 3 * 4  # curves + best/median/worst rows
     assert "best (in-mask PSNR" in page and "worst (in-mask PSNR" in page

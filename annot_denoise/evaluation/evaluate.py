@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from annot_denoise.config import EvalConfig
 from annot_denoise.evaluation.baselines import BASELINES
 from annot_denoise.evaluation.metrics import PSNR_CAP, mask_scores, mean_abs_change, psnr, ssim
 from annot_denoise.evaluation.report import GalleryItem, write_report
@@ -74,78 +75,48 @@ def _check_out_dir(data_dir: Path, out_dir: Path) -> None:
 
 
 def evaluate(
-    data_dir: Path,
+    cfg: EvalConfig,
     models: dict[str, Restorer],
-    out_dir: Path,
     *,
-    baselines: tuple[str, ...] = tuple(BASELINES),
-    batch_size: int = 4,
-    sheet_rows: int = 6,
     progress: Progress | None = None,
-    meta: dict | None = None,
     curves: dict[str, list[dict]] | None = None,
-    oracle: bool = False,
+    meta: dict | None = None,
 ) -> EvalReport:
-    """Score ``models`` (name -> Restorer) and ``baselines``; write the report files
-    (report.json, per_image.csv, contact_sheet.png, report.html). ``curves`` maps a
-    model name to its training history, plotted in the report. ``oracle`` adds, for
+    """Score ``models`` (name -> Restorer) and ``cfg.baselines`` on the pairs under
+    ``cfg.data_dir``; write report.json, per_image.csv, contact_sheet.png and
+    report.html to ``cfg.out``. ``curves`` maps a model name to its training history,
+    plotted in the report; ``meta`` is added to report.json. ``cfg.oracle`` adds, for
     each mask-aware model, a row ``NAME (true mask)``: its inpainter given the true
     mask, i.e. what a perfect detector would score."""
+    if not models and not cfg.baselines:
+        raise ValueError("nothing to score: no models and no baselines")
     progress = progress or Progress()
     started = time.perf_counter()
-    _check_out_dir(Path(data_dir), Path(out_dir))
+    data_dir, out_dir = Path(cfg.data_dir), Path(cfg.out)
+    _check_out_dir(data_dir, out_dir)
     pairs, failed = check_pairs(find_pairs(data_dir))
     for line in failed:
         log.error("%s", line)
-    oracles = {f"{name} (true mask)": r for name, r in models.items() if oracle and r.takes_masks}
-    methods = [*models, *oracles, *baselines]
-    first = next(iter(models), None)
-    rows: list[dict] = []
-    sheet: list[list[np.ndarray]] = []
+    oracles = {
+        f"{name} (true mask)": r for name, r in models.items() if cfg.oracle and r.takes_masks
+    }
+    scoring = _Scoring(models, oracles, tuple(cfg.baselines), cfg.sheet_rows)
     with progress.task("evaluating", total=len(pairs)) as bar:
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            loaded = []
-            for pair in chunk:
-                try:
-                    loaded.append((pair, *read_pair(pair)))
-                except ImageReadError as exc:
-                    failed.append(str(exc))
-                    log.error("%s", exc)
-            annotated = [annot for _, annot, _, _ in loaded]
-            learned = {name: r.restore(annotated) for name, r in models.items()}
-            masks = [mask for _, _, _, mask in loaded]
-            learned |= {name: r.inpaint(annotated, masks) for name, r in oracles.items()}
-            for i, (pair, annot, clean, mask) in enumerate(loaded):
-                results = {name: (out[i].image, out[i].detected) for name, out in learned.items()}
-                for name in oracles:  # the mask was given, not found: no mask scores
-                    results[name] = (results[name][0], None)
-                for name in baselines:
-                    results[name] = BASELINES[name](annot, mask)
-                for name in methods:
-                    output, predicted = results[name]
-                    metrics = score(output, clean, annot, mask, predicted)
-                    rows.append({"image": pair.name, "method": name, **metrics})
-                if len(sheet) < sheet_rows:
-                    shown = results[first][0] if first else results[baselines[0]][0]
-                    sheet.append([annot, shown, clean, mask])
+        for start in range(0, len(pairs), cfg.batch_size):
+            chunk = pairs[start : start + cfg.batch_size]
+            scoring.add(chunk, failed)
             bar.advance(len(chunk))
-    summary = {}
-    for name in methods:
-        mine = [r for r in rows if r["method"] == name]
-        keys = METRICS + (MASK_METRICS if mine and "f1" in mine[0] else ())
-        summary[name] = {
-            k: _mean([r[k] for r in mine], cap=PSNR_CAP if k.startswith("psnr") else None)
-            for k in keys
-        }
-    report = EvalReport(Path(out_dir), summary, rows, failed, time.perf_counter() - started)
-    _write_report(report, data_dir, len({r["image"] for r in rows}), meta or {})
-    if sheet:
-        grid = contact_sheet(sheet, labels=["annotated", first or baselines[0], "truth", "mask"])
-        write_image(report.out_dir / "contact_sheet.png", grid)
-    shown = first or baselines[0]
+    rows = scoring.rows
+    summary = {name: _summary([r for r in rows if r["method"] == name]) for name in scoring.methods}
+    report = EvalReport(out_dir, summary, rows, failed, time.perf_counter() - started)
+    settings = {"settings": cfg.model_dump(mode="json")}
+    _write_report(report, data_dir, len({r["image"] for r in rows}), settings | (meta or {}))
+    shown = scoring.first or cfg.baselines[0]
+    if scoring.sheet:
+        grid = contact_sheet(scoring.sheet, labels=["annotated", shown, "truth", "mask"])
+        write_image(out_dir / "contact_sheet.png", grid)
     write_report(
-        report.out_dir / "report.html",
+        out_dir / "report.html",
         title=f"annot-denoise evaluation: {data_dir}",
         methods=summary,
         gallery=_gallery(pairs, rows, shown, models.get(shown)),
@@ -158,6 +129,58 @@ def evaluate(
         ],
     )
     return report
+
+
+class _Scoring:
+    """Per-image scores of every method, batch by batch, and the contact sheet's rows."""
+
+    def __init__(
+        self,
+        models: dict[str, Restorer],
+        oracles: dict[str, Restorer],
+        baselines: tuple[str, ...],
+        sheet_rows: int,
+    ) -> None:
+        self.models, self.oracles, self.baselines = models, oracles, baselines
+        self.methods = [*models, *oracles, *baselines]
+        self.first = next(iter(models), None)
+        self.sheet_rows = sheet_rows
+        self.rows: list[dict] = []
+        self.sheet: list[list[np.ndarray]] = []
+
+    def add(self, chunk: list, failed: list[str]) -> None:
+        loaded = []
+        for pair in chunk:
+            try:
+                loaded.append((pair, *read_pair(pair)))
+            except ImageReadError as exc:
+                failed.append(str(exc))
+                log.error("%s", exc)
+        annotated = [annot for _, annot, _, _ in loaded]
+        masks = [mask for _, _, _, mask in loaded]
+        learned = {name: r.restore(annotated) for name, r in self.models.items()}
+        learned |= {name: r.inpaint(annotated, masks) for name, r in self.oracles.items()}
+        for i, (pair, annot, clean, mask) in enumerate(loaded):
+            results = {name: (out[i].image, out[i].detected) for name, out in learned.items()}
+            for name in self.oracles:  # the mask was given, not found: no mask scores
+                results[name] = (results[name][0], None)
+            for name in self.baselines:
+                results[name] = BASELINES[name](annot, mask)
+            for name in self.methods:
+                output, predicted = results[name]
+                metrics = score(output, clean, annot, mask, predicted)
+                self.rows.append({"image": pair.name, "method": name, **metrics})
+            if len(self.sheet) < self.sheet_rows:
+                shown = results[self.first or self.baselines[0]][0]
+                self.sheet.append([annot, shown, clean, mask])
+
+
+def _summary(rows: list[dict]) -> dict[str, float]:
+    """One method's means over images; mask metrics when it predicts a mask."""
+    keys = METRICS + (MASK_METRICS if rows and "f1" in rows[0] else ())
+    return {
+        k: _mean([r[k] for r in rows], cap=PSNR_CAP if k.startswith("psnr") else None) for k in keys
+    }
 
 
 def _gallery(pairs, rows: list[dict], method: str, restorer: Restorer | None) -> list:
