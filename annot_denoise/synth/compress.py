@@ -98,5 +98,6 @@ def jpeg_changed(a: np.ndarray, b: np.ndarray, tolerance: int = JPEG_TOLERANCE) 
         limit = (tolerance + 0.5) / 255.0  # decoded floats sit on the 1/255 grid
     else:
         limit = tolerance
-    diff = np.abs(ca.astype(np.float64) - cb.astype(np.float64))
+    wide = np.float64 if np.issubdtype(ca.dtype, np.floating) else np.int32
+    diff = np.abs(ca.astype(wide) - cb.astype(wide))
     return (diff.max(axis=2) if diff.ndim == 3 else diff) > limit
