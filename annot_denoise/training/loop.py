@@ -78,42 +78,10 @@ def train(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch sizes: pick the fastest kernels
 
-    train_ds, val_ds, skipped = build_datasets(cfg)
-    if world.main:
-        for line in skipped:
-            log.error("skipping: %s", line)
-        log.info(
-            "%d training samples, %d validation samples, device %s%s",
-            len(train_ds), len(val_ds), dev,
-            f", {world.size} processes" if world.distributed else "",
-        )  # fmt: skip
+    train_ds, val_ds, skipped = _datasets(cfg, world, dev)
     shuffle = torch.Generator()
-    if world.distributed:
-        base = DistributedSampler(train_ds, world.size, world.rank, seed=cfg.train.seed)
-        val_sampler = DistributedSampler(val_ds, world.size, world.rank, shuffle=False)
-    else:
-        base, val_sampler = RandomSampler(train_ds, generator=shuffle), None
-    sampler = EpochSampler(base, len(train_ds))
-    workers = cfg.train.workers
-    loader = DataLoader(
-        train_ds,
-        batch_size=cfg.train.batch_size,
-        sampler=sampler,
-        drop_last=len(sampler) > cfg.train.batch_size,
-        num_workers=workers,
-        pin_memory=dev.type == "cuda",
-        # Workers live across epochs: the epoch travels inside each index.
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-    )
-    val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, sampler=val_sampler)
-
-    model = build_model(arch["name"], **arch["kwargs"])
-    if cfg.model.init and ckpt is None:
-        _load_initial_weights(model, arch, cfg.model.init)
-    if cfg.model.freeze:
-        model.freeze(cfg.model.freeze)
-    model = model.to(dev, memory_format=torch.channels_last)
+    loader, val_loader, sampler = _loaders(cfg, train_ds, val_ds, world, dev, shuffle)
+    model = _build(cfg, arch, dev, fresh=ckpt is None)
     optimizer = _make_optimizer(model, cfg)
     # A one-element list so a wall-time budget can shorten the schedule as it goes.
     cap = cfg.train.max_steps or cfg.train.epochs * len(loader)
@@ -129,14 +97,8 @@ def train(
         )
         history = list(ckpt.get("history", []))
         if world.main:
-            rundir.restore_metrics(run_dir, ckpt)
-            # Checkpoint writes a kill interrupted (.last.pt.<hex>.tmp, ~40 MB each).
-            remove_stale_temporaries(run_dir, {run_dir / "last.pt", run_dir / "best.pt"})
-            log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
-    net = model
-    if world.distributed:
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    step_model = torch.compile(net) if cfg.train.compile else net
+            _tidy_resumed(run_dir, ckpt, step)
+    step_model = _wrapped(model, cfg, world, dev)
     writer = None
     if world.main:
         rundir.write_config(run_dir, cfg)
@@ -158,15 +120,8 @@ def train(
             )  # fmt: skip
         seconds, done = time.perf_counter() - t0, epoch + 1
         if cfg.train.max_minutes:
-            # Fit the rest of the schedule to the wall-time budget, at the speed measured
-            # so far; every rank adopts the most cautious estimate so they stop together.
-            elapsed = time.perf_counter() - started
-            remaining = cfg.train.max_minutes * 60 - elapsed
-            fit = (
-                step + int(remaining / (elapsed / max(step - ckpt_step, 1)))
-                if remaining > 0
-                else step
-            )
+            fit = _steps_within_budget(cfg, started, step, step - ckpt_step)
+            # Every rank adopts the most cautious estimate so they stop together.
             horizon[0] = distrib.min_over_ranks(max(step, min(cap, fit)), world, dev)
         train_loss = distrib.all_sum([train_loss * samples, samples], world, dev)
         train_loss, samples = train_loss[0] / max(train_loss[1], 1), int(train_loss[1])
@@ -181,21 +136,12 @@ def train(
             "lr": scheduler.get_last_lr()[0],
             "seconds": round(seconds, 3),
             "samples_per_s": round(samples / max(seconds, 1e-9), 2),
-        }
+        }  # the history row: metrics.csv, TensorBoard, the checkpoint
         improved, best = val_loss < best, min(best, val_loss)
         history.append(row)
         if world.main:
             state = {
-                "arch": arch,
-                "data": {
-                    "channels": cfg.data.channels,
-                    "size": list(cfg.data.size) if cfg.data.size else None,
-                },
-                "inference": {
-                    "mask_threshold": val.get("mask_threshold", 0.5),
-                    "mask_dilate": cfg.model.mask_dilate,
-                    "postprocess": PostprocessConfig().model_dump(mode="json"),
-                },
+                **_model_record(cfg, arch, val.get("mask_threshold", 0.5)),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
@@ -206,18 +152,8 @@ def train(
                 "best_val_loss": best,
                 "metrics": row,
                 "history": history,
-                "config": cfg.model_dump(mode="json"),
             }
-            # best.pt first: a kill between the two reruns this epoch, which writes it again.
-            if improved:
-                save_checkpoint(run_dir / "best.pt", state)
-            save_checkpoint(run_dir / "last.pt", state)
-            rundir.append_metrics(run_dir, row)
-            rundir.log_epoch(writer, row, val.get("samples"), run_dir, epoch)
-            log.info(
-                "epoch %d: train loss %.5f, val loss %.5f, val PSNR %.2f dB",
-                epoch + 1, train_loss, val_loss, val.get("val_psnr", float("nan")),
-            )  # fmt: skip
+            _record_epoch(run_dir, state, improved, writer, val)
         distrib.barrier(world)  # nobody races ahead of rank 0's checkpoint
     if world.main:
         if writer is not None:
@@ -234,6 +170,122 @@ def train(
         seconds=time.perf_counter() - started,
         model=model,
     )
+
+
+def _datasets(cfg: TrainConfig, world: distrib.World, dev: torch.device) -> tuple:
+    """(training set, validation set, unreadable pairs), reported once by rank 0."""
+    train_ds, val_ds, skipped = build_datasets(cfg)
+    if world.main:
+        for line in skipped:
+            log.error("skipping: %s", line)
+        log.info(
+            "%d training samples, %d validation samples, device %s%s",
+            len(train_ds), len(val_ds), dev,
+            f", {world.size} processes" if world.distributed else "",
+        )  # fmt: skip
+    return train_ds, val_ds, skipped
+
+
+def _wrapped(model: nn.Module, cfg: TrainConfig, world: distrib.World, dev: torch.device):
+    """What the step runs: the model, in DDP across ranks, compiled when asked.
+    Checkpoints save ``model`` itself, never the wrappers."""
+    net = model
+    if world.distributed:
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return torch.compile(net) if cfg.train.compile else net
+
+
+def _build(cfg: TrainConfig, arch: dict, dev: torch.device, fresh: bool) -> nn.Module:
+    """The network on ``dev``: initial weights (``model.init``) for a fresh run,
+    frozen stages as configured."""
+    model = build_model(arch["name"], **arch["kwargs"])
+    if cfg.model.init and fresh:
+        _load_initial_weights(model, arch, cfg.model.init)
+    if cfg.model.freeze:
+        model.freeze(cfg.model.freeze)
+    return model.to(dev, memory_format=torch.channels_last)
+
+
+def _tidy_resumed(run_dir: Path, ckpt: dict, step: int) -> None:
+    """Rank 0 of a resumed run: metrics cut back to the checkpoint, and the
+    checkpoint writes a kill interrupted (.last.pt.<hex>.tmp, ~40 MB each) removed."""
+    rundir.restore_metrics(run_dir, ckpt)
+    remove_stale_temporaries(run_dir, {run_dir / "last.pt", run_dir / "best.pt"})
+    log.info("resuming %s after epoch %d (step %d)", run_dir, ckpt["epoch"] + 1, step)
+
+
+def _record_epoch(run_dir: Path, state: dict, improved: bool, writer, val: dict) -> None:
+    """Checkpoints, metrics, TensorBoard and the log line at the end of an epoch."""
+    row, epoch = state["metrics"], state["epoch"]
+    # best.pt first: a kill between the two reruns this epoch, which writes it again.
+    if improved:
+        save_checkpoint(run_dir / "best.pt", state)
+    save_checkpoint(run_dir / "last.pt", state)
+    rundir.append_metrics(run_dir, row)
+    rundir.log_epoch(writer, row, val.get("samples"), run_dir, epoch)
+    log.info(
+        "epoch %d: train loss %.5f, val loss %.5f, val PSNR %.2f dB",
+        epoch + 1, row["train_loss"], val.get("val_loss", row["train_loss"]),
+        val.get("val_psnr", float("nan")),
+    )  # fmt: skip
+
+
+def _loaders(
+    cfg: TrainConfig,
+    train_ds,
+    val_ds,
+    world: distrib.World,
+    dev: torch.device,
+    shuffle: torch.Generator,
+) -> tuple[DataLoader, DataLoader, EpochSampler]:
+    """(training loader, validation loader, the sampler told each epoch); under DDP
+    each rank reads its own share of both."""
+    if world.distributed:
+        base = DistributedSampler(train_ds, world.size, world.rank, seed=cfg.train.seed)
+        val_sampler = DistributedSampler(val_ds, world.size, world.rank, shuffle=False)
+    else:
+        base, val_sampler = RandomSampler(train_ds, generator=shuffle), None
+    sampler = EpochSampler(base, len(train_ds))
+    workers = cfg.train.workers
+    loader = DataLoader(
+        train_ds,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        drop_last=len(sampler) > cfg.train.batch_size,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        # Workers live across epochs: the epoch travels inside each index.
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, sampler=val_sampler)
+    return loader, val_loader, sampler
+
+
+def _steps_within_budget(cfg: TrainConfig, started: float, step: int, taken: int) -> int:
+    """The step at which the wall-time budget runs out, at the speed of the ``taken``
+    steps this process has run since ``started``."""
+    elapsed = time.perf_counter() - started
+    remaining = cfg.train.max_minutes * 60 - elapsed
+    return step + int(remaining / (elapsed / max(taken, 1))) if remaining > 0 else step
+
+
+def _model_record(cfg: TrainConfig, arch: dict, threshold: float) -> dict:
+    """What a checkpoint says about its model beside the weights: the architecture,
+    the data it takes, how inference runs it, and the config it was trained with."""
+    return {
+        "arch": arch,
+        "data": {
+            "channels": cfg.data.channels,
+            "size": list(cfg.data.size) if cfg.data.size else None,
+        },
+        "inference": {
+            "mask_threshold": threshold,
+            "mask_dilate": cfg.model.mask_dilate,
+            "postprocess": PostprocessConfig().model_dump(mode="json"),
+        },
+        "config": cfg.model_dump(mode="json"),
+    }
 
 
 def train_one_epoch(
