@@ -233,8 +233,32 @@ def synth_cmd(
     copies: Annotated[int, typer.Option(min=1, help="Differently annotated copies per scan.")] = 1,
     seed: Annotated[int, typer.Option(min=0, help="Same seed, same bytes.")] = 0,
     colors: Annotated[
-        str, typer.Option(help="Comma-separated annotation colours: white,yellow,cyan,green.")
+        str,
+        typer.Option(
+            help="Comma-separated annotation colours: white, yellow, cyan, green, ... or "
+            "'sampled' (a colour drawn per mark around the families scanners use, pale "
+            "ones included); see `annot-denoise drawers`."
+        ),
     ] = "white,yellow,cyan",
+    scanner_ui: Annotated[
+        str,
+        typer.Option(
+            help="The scanner's own interface (depth scale, logo, settings text, bars): "
+            "'keep' draws it on both images so a model learns to leave it, 'remove' on the "
+            "annotated one only (it becomes a mark), 'off' draws none."
+        ),
+    ] = "keep",
+    labels: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="A text file of labels, one per line, replacing the built-in words."),
+    ] = None,
+    jpeg_quality: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="JPEG-compress each pair after drawing, at this quality or one drawn "
+            "from a range like 70-95 (docs/synth.md: how the mask is then defined)."
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=0, help="Worker processes (0 = this process).")] = 0,
     preview: Annotated[
         int, typer.Option(min=0, help="Write OUT_DIR/preview.png with N samples and exit.")
@@ -244,23 +268,32 @@ def synth_cmd(
     """Draw synthetic annotations on clean scans and record the exact masks."""
     from annot_denoise.synth.pipeline import preview as make_preview
     from annot_denoise.synth.pipeline import synth
+    from annot_denoise.synth.vocabulary import LabelsError, load_labels
 
     palette = [c.strip() for c in colors.split(",") if c.strip()]
+    try:
+        vocabulary = load_labels(labels) if labels is not None else None
+    except LabelsError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--labels") from None
+    drawing = dict(
+        drawer=drawer,
+        seed=seed,
+        colors=palette,
+        scanner_ui=scanner_ui,
+        labels=vocabulary,
+        jpeg_quality=jpeg_quality,
+    )
     if preview:
-        path = make_preview(
-            clean_dir, out_dir / "preview.png", preview, drawer=drawer, seed=seed, colors=palette
-        )
+        path = make_preview(clean_dir, out_dir / "preview.png", preview, **drawing)
         out.print(f"preview: {path}")
         return
     report = synth(
         clean_dir,
         out_dir,
-        drawer=drawer,
         copies=copies,
-        seed=seed,
-        colors=palette,
         workers=workers,
         progress=_progress(no_progress),
+        **drawing,
     )
     out.print(
         f"wrote {report.written} pairs to {out_dir} in {report.seconds:.1f} s"

@@ -75,6 +75,19 @@ class DataConfig(_Strict):
     colors: list[str] = Field(
         ["white", "yellow", "cyan"], description="on_the_fly annotation colours"
     )
+    scanner_ui: Literal["keep", "remove", "off"] = Field(
+        "keep",
+        description="on_the_fly: a scanner interface drawn on both images (keep: the network "
+        "learns to leave it), on the annotated one only (remove: it is a mark), or none",
+    )
+    labels: Path | None = Field(
+        None, description="on_the_fly: a text file, one label per line, replacing the built-in"
+    )
+    jpeg_quality: int | tuple[int, int] | None = Field(
+        None,
+        description="on_the_fly: JPEG-compress each pair after drawing, at this quality or "
+        "one drawn from [lo, hi] (docs/synth.md: how the mask is defined)",
+    )
     repeats: int = Field(4, ge=1, description="on_the_fly samples per clean scan per epoch")
     augment: bool = Field(
         True, description="on_the_fly: flips, scale, gain and gamma before drawing"
@@ -93,6 +106,13 @@ class DataConfig(_Strict):
     cache: bool = Field(
         True, description="decode (and resize) every scan once, up front, and keep it in memory"
     )
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _quality(cls, value: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        from annot_denoise.synth.compress import check_jpeg_quality
+
+        return check_jpeg_quality(value)
 
     @field_validator("size")
     @classmethod

@@ -107,6 +107,23 @@ def test_synth_preview_and_errors(phantom_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "purple" in result.output
 
 
+def test_synth_interface_labels_and_jpeg_options(phantom_dir: Path, tmp_path: Path) -> None:
+    result = run("synth", phantom_dir, tmp_path / "q", "--scanner-ui", "maybe")
+    assert result.exit_code == 1 and "maybe" in result.output and "keep" in result.output
+    result = run("synth", phantom_dir, tmp_path / "q", "--jpeg-quality", "95-70")
+    assert result.exit_code == 1 and "95-70" in result.output
+    result = run("synth", phantom_dir, tmp_path / "q", "--labels", tmp_path / "none.txt")
+    assert result.exit_code == 2 and "none.txt" in result.output
+    assert not (tmp_path / "q").exists()
+    (tmp_path / "labels.txt").write_text("Lt Kidney\nRt Kidney\n")
+    args = ("--scanner-ui", "off", "--jpeg-quality", "70-95", "--labels", tmp_path / "labels.txt")
+    result = run("synth", phantom_dir, tmp_path / "out", *args, "--drawer", "text")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "synth.json").read_text())
+    assert record["scanner_ui"] == "off" and record["labels"] == ["Lt Kidney", "Rt Kidney"]
+    assert list(record["jpeg_quality"]) == [70, 95]
+
+
 def test_synth_exit_code_reports_bad_files(phantom_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -149,3 +149,79 @@ def test_a_patch_some_images_hold_is_kept(tmp_path: Path) -> None:
     train, _, skipped = build_datasets(cfg)
     assert len(train) == 2 and not skipped
     assert train[0]["clean"].shape[-2:] == (64, 64)
+
+
+def _found_in(crop: np.ndarray, scans: list[np.ndarray]) -> bool:
+    """Whether ``crop`` (HxW grey floats) is, pixel for pixel, a window of a scan."""
+    import cv2
+
+    for scan in scans:
+        if scan.shape[0] >= crop.shape[0] and scan.shape[1] >= crop.shape[1]:
+            scores = cv2.matchTemplate(scan.astype(np.float32), crop, cv2.TM_SQDIFF)
+            x, y = cv2.minMaxLoc(scores)[2]  # the best match, then checked exactly
+            if np.array_equal(scan[y : y + crop.shape[0], x : x + crop.shape[1]], crop):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("ui", ["keep", "remove", "off"])
+def test_on_the_fly_pairs_and_the_scanner_interface(tmp_path: Path, ui: str) -> None:
+    """keep: the interface is in both images of a pair and never in the mask; remove:
+    it is a mark; off: the clean image is the scan itself. The scans in memory are
+    never drawn on."""
+    import torch
+
+    from annot_denoise.phantom import make_phantom
+
+    scans = [make_phantom(240, 320, np.random.default_rng(k)) for k in range(3)]
+    for k, scan in enumerate(scans):
+        write_image(tmp_path / "scans" / f"s{k}.png", scan)
+    cfg = validate_config(
+        {
+            "data": {
+                "on_the_fly": True,
+                "clean_dir": str(tmp_path / "scans"),
+                "size": None,
+                "patch": 128,
+                "augment": False,
+                "colors": ["white"],
+                "val_split": 0.0,
+                "repeats": 4,
+                "scanner_ui": ui,
+            }
+        }
+    )
+    train, _, _ = build_datasets(cfg)
+    cached = [s.copy() for s in train._scans]
+    windows, masked = [], 0.0
+    for i in range(len(train)):
+        item = train[i]
+        outside = item["mask"][0] == 0
+        assert torch.equal(item["annotated"][:, outside], item["clean"][:, outside])
+        clean = item["clean"][0].numpy() * 255
+        windows.append(_found_in(np.round(clean).astype(np.float32), scans))
+        masked += float(item["mask"].mean())
+    assert all(np.array_equal(a, b) for a, b in zip(cached, train._scans))
+    if ui == "keep":
+        assert not all(windows)  # the interface is burned into some clean windows
+    else:
+        assert all(windows)  # the clean image is the scan
+    if ui == "remove":
+        assert masked > 0
+
+
+def test_on_the_fly_labels_and_jpeg_settings_are_checked(tmp_path: Path) -> None:
+    from annot_denoise.config import ConfigError
+
+    write_image(tmp_path / "scans" / "a.png", np.zeros((64, 64), np.uint8))
+    data = {"on_the_fly": True, "clean_dir": str(tmp_path / "scans"), "patch": 32}
+    for bad in (101, [90, 70], "high"):
+        with pytest.raises(ConfigError, match=r"data\.jpeg_quality"):
+            validate_config({"data": {**data, "jpeg_quality": bad}})
+    assert validate_config({"data": {**data, "jpeg_quality": [70, 95]}}).data.jpeg_quality == (
+        70,
+        95,
+    )
+    cfg = validate_config({"data": {**data, "labels": str(tmp_path / "missing.txt")}})
+    with pytest.raises(DatasetError, match=r"data\.labels: .*missing\.txt"):
+        build_datasets(cfg)

@@ -304,6 +304,9 @@ class SyntheticDataset(_Epochs, Dataset):
         patch: int | None,
         drawer: str = "mixed",
         colors: Sequence[str] = ("white", "yellow", "cyan"),
+        scanner_ui: str = "keep",
+        labels: Sequence[str] | None = None,
+        jpeg_quality: int | tuple[int, int] | None = None,
         repeats: int = 4,
         augment: bool = True,
         seed: int = 0,
@@ -313,6 +316,7 @@ class SyntheticDataset(_Epochs, Dataset):
         self.paths = list(paths)
         self.channels, self.size, self.patch = channels, (tuple(size) if size else None), patch
         self.drawer, self.colors, self.repeats = drawer, tuple(colors), repeats
+        self.scanner_ui, self.labels, self.jpeg_quality = scanner_ui, labels, jpeg_quality
         self.augment, self.seed, self.fixed = augment and not fixed, seed, fixed
         # Every frame of a cine loop is a scan of its own, held in memory like the rest.
         with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -325,17 +329,39 @@ class SyntheticDataset(_Epochs, Dataset):
         return len(self._scans) * self.repeats
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from annot_denoise.synth.pipeline import annotate
+        from annot_denoise.synth.pipeline import annotate, promote
 
         rng = self.item_rng(index)
         scan = self._scans[self.split_index(index)[1] % len(self._scans)]
-        if self.patch and not self.size:
-            # Draw on a window a few patches wide, not the whole scan: the cost per
-            # sample halves on large scans and marks keep their on-screen size.
-            scan = window(scan, int(self.patch * 2.5), rng)
-        if self.augment:
-            scan, _ = augment_scan(scan, rng)
-        clean, annot, mask, _ = annotate(scan, self.drawer, rng, colors=self.colors)
+        ui = self.scanner_ui
+        windowed = bool(self.patch and not self.size)
+        if windowed and ui == "keep":
+            # The interface belongs to the whole screen (corners, the rim of the fan), so
+            # it is burned in before the window is cut; augmenting first keeps its text
+            # unmirrored.
+            from annot_denoise.synth.scanner_ui import draw_scanner_ui
+
+            if self.augment:
+                scan, _ = augment_scan(scan, rng)
+            scan = promote(scan, self.colors).copy()  # the cached scan stays as read
+            draw_scanner_ui(scan, rng)
+            scan, ui = window(scan, int(self.patch * 2.5), rng), "off"
+        else:
+            if windowed:
+                # Draw on a window a few patches wide, not the whole scan: the cost per
+                # sample halves on large scans and marks keep their on-screen size.
+                scan = window(scan, int(self.patch * 2.5), rng)
+            if self.augment:
+                scan, _ = augment_scan(scan, rng)
+        clean, annot, mask, _ = annotate(
+            scan,
+            self.drawer,
+            rng,
+            colors=self.colors,
+            scanner_ui=ui,
+            labels=self.labels,
+            jpeg_quality=self.jpeg_quality,
+        )
         convert = to_rgb if self.channels == 3 else to_grey
         clean, annot = convert(clean), convert(annot)
         if clean.ndim == 2:
@@ -360,7 +386,14 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
             raise DatasetError(f"{d.clean_dir}: no readable clean scans")
         train_paths, val_paths = split_pairs(good, d.val_split, seed)
         check_patch(d.patch, d.size, train_paths, d.clean_dir)
-        synth = dict(drawer=d.drawer, colors=d.colors, **common)
+        synth = dict(
+            drawer=d.drawer,
+            colors=d.colors,
+            scanner_ui=d.scanner_ui,
+            labels=_labels(d.labels),
+            jpeg_quality=d.jpeg_quality,
+            **common,
+        )
         train = SyntheticDataset(train_paths, repeats=d.repeats, augment=d.augment, **synth)
         # As many validation draws as training ones per scan: a handful of held-out
         # scans alone would make a noisy validation loss.
@@ -374,6 +407,18 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
     train = PairedDataset(train_pairs, cache=d.cache, **common)
     val = PairedDataset(val_pairs, cache=d.cache, fixed=True, **common)
     return train, val, skipped
+
+
+def _labels(path: Path | None) -> tuple[str, ...] | None:
+    """The label vocabulary of ``data.labels`` (None: the built-in one)."""
+    if path is None:
+        return None
+    from annot_denoise.synth.vocabulary import LabelsError, load_labels
+
+    try:
+        return load_labels(path)
+    except LabelsError as exc:
+        raise DatasetError(f"data.labels: {exc}") from None
 
 
 def check_patch(
