@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean-venv docs-config docs-postprocess default-model fast-model
+.PHONY: demo test lint format install clean-venv docs-cli docs-config docs-postprocess default-model fast-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ clean-venv:
 	rm -rf $(VENV)
 
 # Regenerate the config table in docs/config.md from the pydantic models.
+# docs/cli.md: the command reference, from the Typer app itself.
+docs-cli: $(VENV)/.installed
+	$(BIN)/python -c "import pathlib; from annot_denoise.cli import reference_markdown as r; \
+	p = pathlib.Path('docs/cli.md'); t = p.read_text(); mark = '<!-- generated'; \
+	head = t[: t.index(mark)]; p.write_text(head + t[t.index(mark):].split('\n', 1)[0] + '\n' + r())"
+
 docs-config: $(VENV)/.installed
 	$(BIN)/python -c "import re, pathlib; from annot_denoise.config import reference_markdown as r; \
 	p = pathlib.Path('docs/config.md'); t = p.read_text(); \

@@ -643,3 +643,12 @@ def render_metrics(methods: dict[str, dict[str, float]]) -> Table:
 
 def main() -> None:
     app()
+
+
+def reference_markdown() -> str:
+    """The command reference: docs/cli.md is generated from it (``make docs-cli``)."""
+    from typer.cli import MARKUP_MODE_KEY, get_docs_for_click
+
+    command = typer.main.get_command(app)
+    ctx = typer.Context(command, obj={MARKUP_MODE_KEY: app.rich_markup_mode})
+    return get_docs_for_click(obj=command, ctx=ctx, name="annot-denoise").strip() + "\n"

@@ -21,6 +21,12 @@ def test_postprocess_reference_is_current() -> None:
     assert steps() in (ROOT / "docs" / "postprocess.md").read_text()
 
 
+def test_command_reference_is_current() -> None:
+    from annot_denoise.cli import reference_markdown as commands
+
+    assert commands() in (ROOT / "docs" / "cli.md").read_text()
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_validate(path: Path) -> None:
     assert isinstance(load_config(path), TrainConfig)

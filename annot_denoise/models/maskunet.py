@@ -251,7 +251,7 @@ def _smooth_sparse(filled: torch.Tensor, unseen: torch.Tensor, steps: int) -> to
 
 # A ring pixel joins the hole when it differs from a first fill by more than this
 # (8% of full scale, ~20 grey levels): anti-aliased fringes of marks do, clean
-# speckle does not. Smaller holes fill better: ~1 dB inside the mask on phantoms.
+# speckle does not; smaller holes fill better.
 FRINGE = 0.08
 
 
