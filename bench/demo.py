@@ -56,7 +56,13 @@ def main() -> None:
         f"scans ({SIZE[1]}x{SIZE[0]}):\n\n{table}"
     )
     print(body)
-    append_results("Demo", body)
+    m = report["metrics"]
+    headline = f"{wall:.0f} s; " + ", ".join(
+        f"{name} {m[name]['psnr']:.2f} dB ({m[name]['psnr_mask']:.2f} in the marks)"
+        for name in ("default", "telea")
+        if name in m
+    )
+    append_results("Demo", body, headline=headline)
 
 
 if __name__ == "__main__":
