@@ -464,6 +464,47 @@ def eval_cmd(
     raise typer.Exit(0 if report.ok else 1)
 
 
+# clean's own options, named here so the command reads as a list.
+Streams = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        min=1,
+        help="CPU: batches in the network at once, sharing the cores [default: 2]. "
+        "Always 1 on a GPU.",
+    ),
+]
+GivenMasks = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--masks",
+        help="maskunet: a folder of annotation masks mirroring INPUTS (NAME.mask.png as "
+        "--save-mask writes, or the same name; nonzero = annotation; cine loops: "
+        "NAME.frame0007.mask.png per frame, or one for all), used instead of "
+        "detecting the marks.",
+    ),
+]
+SaveMask = Annotated[
+    bool,
+    typer.Option(help="maskunet: write each predicted mask beside its output (NAME.mask.png)."),
+]
+CleanReportCsv = Annotated[
+    bool, typer.Option("--report", help="Write OUT/clean_report.csv: changed-pixel fractions.")
+]
+CleanPreview = Annotated[
+    int,
+    typer.Option(
+        min=0, help="Write OUT/clean_preview.png: before | after | mask of the first N images."
+    ),
+]
+ClearBurnedIn = Annotated[
+    bool,
+    typer.Option(
+        help="DICOM: set Burned In Annotation to NO in the outputs. Off by default: "
+        "removing calipers is not de-identification; text such as names may remain."
+    ),
+]
+
+
 @app.command("clean")
 @friendly
 def clean_cmd(
@@ -474,49 +515,18 @@ def clean_cmd(
     ] = Path("cleaned"),
     batch_size: Annotated[int, typer.Option(min=1, help="Images (or tiles) per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(min=1, help="Threads for reading and writing.")] = 2,
-    streams: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            min=1,
-            help="CPU: batches in the network at once, sharing the cores [default: 2]. "
-            "Always 1 on a GPU.",
-        ),
-    ] = None,
+    streams: Streams = None,
     overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
-    masks: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(
-            help="maskunet: a folder of annotation masks mirroring INPUTS (NAME.mask.png as "
-            "--save-mask writes, or the same name; nonzero = annotation; cine loops: "
-            "NAME.frame0007.mask.png per frame, or one for all), used instead of "
-            "detecting the marks.",
-        ),
-    ] = None,
+    masks: GivenMasks = None,
     mask_threshold: MaskThreshold = None,
     dilate: Dilate = None,
     tile: Tile = 1024,
     tta: Tta = False,
     postprocess: Postprocess = None,
-    save_mask: Annotated[
-        bool,
-        typer.Option(help="maskunet: write each predicted mask beside its output (NAME.mask.png)."),
-    ] = False,
-    report: Annotated[
-        bool, typer.Option("--report", help="Write OUT/clean_report.csv: changed-pixel fractions.")
-    ] = False,
-    preview: Annotated[
-        int,
-        typer.Option(
-            min=0, help="Write OUT/clean_preview.png: before | after | mask of the first N images."
-        ),
-    ] = 0,
-    clear_burned_in: Annotated[
-        bool,
-        typer.Option(
-            help="DICOM: set Burned In Annotation to NO in the outputs. Off by default: "
-            "removing calipers is not de-identification; text such as names may remain."
-        ),
-    ] = False,
+    save_mask: SaveMask = False,
+    report: CleanReportCsv = False,
+    preview: CleanPreview = 0,
+    clear_burned_in: ClearBurnedIn = False,
     device: Device = "auto",
     no_progress: NoProgress = False,
 ) -> None:
