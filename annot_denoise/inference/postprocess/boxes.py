@@ -91,19 +91,7 @@ def find_boxes(
     if not detected.any():
         return []
     h, w = detected.shape
-    joined = cv2.dilate(detected.view(np.uint8), square(cfg.join))
-    _, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
-    # Each group's own extent (the dilation undone): y0, y1, x0, x1.
-    extents = [
-        (
-            y + cfg.join,
-            min(y + bh - cfg.join, h) - 1,
-            x + cfg.join,
-            min(x + bw - cfg.join, w) - 1,
-        )
-        for x, y, bw, bh, _ in stats[1:]
-    ]
-    extents = [e for e in extents if min(e[1] - e[0], e[3] - e[2]) >= cfg.span]
+    extents = _group_extents(detected, cfg)
     if not extents or len(extents) > cfg.max_groups:
         # (More: marks all over the image, not a few readouts.)
         return []
@@ -128,36 +116,65 @@ def find_boxes(
     free = ~found
     veils = []
     for extent in extents:
-        sides = []
-        for s in range(4):
-            sides.append(_veil_edge(light, known, s, extent, cfg))
-            if sides[-1] is None:
-                break
-        if sides[-1] is None:
-            continue
-        ratios = np.array([r for _, r in sides if r is not None])
-        if not len(ratios):
-            continue
-        k = float(np.median(ratios))
-        if np.abs(ratios - k).max() > cfg.agree:
-            continue
-        edges = [edge for edge, _ in sides]
-        if k < cfg.min_share:
-            # Too dark to undarken (the rounding would be multiplied by 1 / k): a
-            # box with an edge on every side is repainted whole instead.
-            if len(ratios) < 4:
-                continue
-            k = 0.0
-        steps = [r is not None for _, r in sides]
-        for s in range(4):
-            if not steps[s]:
-                edges[s] = _veil_trim(light, free, s, edges, steps, extent, k, cfg)
-                if edges[s] is None:
-                    break
-        y0, y1, x0, x1 = edges
-        if None not in edges and y0 < y1 and x0 < x1:
+        if (box := _box_around(light, known, free, extent, cfg)) is not None:
+            (y0, y1, x0, x1), k = box
             veils.append(((slice(top + y0, top + y1 + 1), slice(left + x0, left + x1 + 1)), k))
     return veils
+
+
+def _group_extents(detected: np.ndarray, cfg: TranslucentBoxesConfig) -> list[tuple]:
+    """(y0, y1, x0, x1) of each group of marks (detections joined over ``join`` px,
+    the joining undone), the groups too thin to hold a box left out."""
+    h, w = detected.shape
+    joined = cv2.dilate(detected.view(np.uint8), square(cfg.join))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    extents = [
+        (
+            y + cfg.join,
+            min(y + bh - cfg.join, h) - 1,
+            x + cfg.join,
+            min(x + bw - cfg.join, w) - 1,
+        )
+        for x, y, bw, bh, _ in stats[1:]
+    ]
+    return [e for e in extents if min(e[1] - e[0], e[3] - e[2]) >= cfg.span]
+
+
+def _box_around(
+    light: np.ndarray,
+    known: np.ndarray,
+    free: np.ndarray,
+    extent: tuple,
+    cfg: TranslucentBoxesConfig,
+) -> tuple[list[int], float] | None:
+    """The box a group of marks sits on, as ([y0, y1, x0, x1], k), or None: every side
+    an edge or accounted for, the edges agreeing on ``k`` (see :func:`find_boxes`)."""
+    sides = []
+    for s in range(4):
+        sides.append(_veil_edge(light, known, s, extent, cfg))
+        if sides[-1] is None:
+            return None
+    ratios = np.array([r for _, r in sides if r is not None])
+    if not len(ratios):
+        return None
+    k = float(np.median(ratios))
+    if np.abs(ratios - k).max() > cfg.agree:
+        return None
+    edges = [edge for edge, _ in sides]
+    if k < cfg.min_share:
+        # Too dark to undarken (the rounding would be multiplied by 1 / k): a
+        # box with an edge on every side is repainted whole instead.
+        if len(ratios) < 4:
+            return None
+        k = 0.0
+    steps = [r is not None for _, r in sides]
+    for s in range(4):
+        if not steps[s]:
+            edges[s] = _veil_trim(light, free, s, edges, steps, extent, k, cfg)
+            if edges[s] is None:
+                return None
+    y0, y1, x0, x1 = edges
+    return (edges, k) if y0 < y1 and x0 < x1 else None
 
 
 def _oriented(arrays: tuple[np.ndarray, ...], side: int) -> tuple[tuple[np.ndarray, ...], int]:
