@@ -131,7 +131,6 @@ class Comparison:
             "permutations": r.permutations,
             "bootstrap": r.bootstrap,
             "folds": len(np.unique(r.folds)),
-            "ridge_penalty_per_fold": r.lambdas,
             "evidence": self.evidence,
         }
 
@@ -230,7 +229,7 @@ def _check_paths(sides: dict[str, Path], out: Path) -> WriteGuard:
         key = (info.st_dev, info.st_ino)
         if key in seen:
             raise AuditError(
-                f"{side.upper()} and {seen[key].upper()} are the same folder "
+                f"{seen[key].upper()} and {side.upper()} are the same folder "
                 f"({printable(str(folder))}); the audit compares two different sets"
             )
         seen[key] = side
@@ -640,9 +639,10 @@ def _write(result: AuditResult, cfg: AuditConfig, guard: WriteGuard) -> None:
         "probe": {
             "features": f"log(1 + share / {probe.EPS:g}) of the pixels in each bin of "
             f"{len(probe.MAPS)} maps: {', '.join(probe.MAPS)} ({probe.N_FEATURES} features)",
-            "classifier": "ridge regression on standardised features, penalty by GCV per fold",
-            "auc": "out-of-fold ROC AUC, grouped k-fold; 95% interval: group bootstrap; "
-            "p: one-sided permutation test, the whole fit repeated per permutation",
+            "classifier": f"ridge regression on standardised features, penalty {probe.PENALTY:g}",
+            "auc": "out-of-fold ROC AUC, grouped k-fold; 95% interval: percentile group "
+            "bootstrap of the whole cross-validation (probe refitted per replicate); p: "
+            "one-sided permutation test, the whole fit repeated per permutation",
         },
     }
     atomic_write_text(out / "audit.json", json.dumps(payload, indent=2), guard)
