@@ -27,9 +27,12 @@ apart by the first folder of every pair's name:
   writes the phantom part only.
 
 Both parts are annotated by ``synth`` with the ``mixed`` drawer (every built-in
-style) in white, yellow, cyan and green, one copy per scan, annotation seed 1717
-(grey scans become RGB, as synth does whenever a colour may be drawn). The clean
-inputs it read are kept under ``sources/`` (phantoms as written, real files as
+style) in white, yellow, cyan, green and sampled colours (pale and desaturated
+hues too), one copy per scan, annotation seed 1717 (grey scans become RGB, as
+synth does whenever a colour may be drawn), with a synthetic scanner interface
+burned into both images of every pair (``scanner_ui="keep"``): it is never in
+the mask, so a model or a step that erases it loses PSNR, as on real screens. The
+clean inputs it read are kept under ``sources/`` (phantoms as written, real files as
 byte copies). The same options give the same bytes.
 
 **The real split.** The 182 clean real scans are split once, by file name, into
@@ -65,7 +68,7 @@ from pathlib import Path
 
 PHANTOM_SETS = (("plain", 24, 1717, False), ("vendor", 12, 1718, True))  # name, count, seed, text
 ANNOTATION_SEED = 1717
-COLORS = ("white", "yellow", "cyan", "green")
+COLORS = ("white", "yellow", "cyan", "green", "sampled")
 VALIDATION_SHARE = 0.3
 # Collections that are one source under two names (the same lung POCUS recordings).
 COLLECTIONS = {"pocusframe": "pocus"}
@@ -190,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=ANNOTATION_SEED,
         colors=COLORS,
         workers=args.workers,
+        scanner_ui="keep",
     )
     if not report.ok:
         sys.exit("synth failed:\n" + "\n".join(report.failed))
