@@ -129,6 +129,18 @@ def stage_real_us(real_us: Path, work: Path) -> dict:
     return {"raw": raw, "reference": reference, "groups": groups}
 
 
+def code_state() -> str:
+    """The commit, and whether files that shape the numbers differ from it."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True,
+                              text=True).stdout.strip()  # fmt: skip
+
+    dirty = git("status", "--porcelain", "--", "annot_denoise", "bench/audit.py")
+    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if dirty else "")
+
+
 def words(comp) -> str:
     ev = comp.evidence
     regions = sorted(ev["by_region"].items(), key=lambda kv: -kv[1])[:2]
@@ -215,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"total {total / 60:.1f} min; reports under {work}")
     if args.record:
         body = (
+            f"Code: {code_state()}. "
             f"{args.permutations} permutations, {args.bootstrap} bootstrap replicates, 5 "
             f"grouped folds, probe input 256x256, seed 0; total {total / 60:.1f} min "
             f"({'; '.join(timing)}).\n\n{table}\nWhere the evidence lies (from the "

@@ -242,6 +242,11 @@ def test_groups_csv_keeps_a_group_in_one_fold(sets, tmp_path) -> None:
     bad.write_text("name,patient\na000.png,1\n")
     with pytest.raises(AuditError, match="columns 'file' and 'group'"):
         audit(_quick(sets["half_a"], sets["half_b"], tmp_path / "o2", groups=bad))
+    one = tmp_path / "one.csv"
+    names = [p.name for p in [*_first(sets["half_a"], N), *_first(sets["half_b"], N)]]
+    one.write_text("file,group\n" + "".join(f"{n},everyone\n" for n in names))
+    with pytest.raises(AuditError, match="every scan is in one group"):
+        audit(_quick(sets["half_a"], sets["half_b"], tmp_path / "o3", groups=one))
 
 
 def test_config_is_strict() -> None:

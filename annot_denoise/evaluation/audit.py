@@ -426,6 +426,11 @@ def _residue(scans: dict[str, list[Scan]], cfg: AuditConfig) -> dict | None:
 
 def _compare(name: str, positive: list[Scan], negative: list[Scan], cfg: AuditConfig) -> Comparison:
     items = [*positive, *negative]
+    if len({s.group for s in items}) < 2:
+        raise AuditError(
+            f"{name}: every scan is in one group (--groups), so no fold can be held out; "
+            "the audit needs scans of at least two groups"
+        )
     labels = np.r_[np.ones(len(positive), bool), np.zeros(len(negative), bool)]
     x = np.stack([s.features for s in items])
     result = probe.cross_validate(

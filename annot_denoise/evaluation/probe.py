@@ -234,6 +234,8 @@ def cross_validate(
     (the whole fit, penalty choice included, is repeated for every replicate and
     every permutation)."""
     labels = np.asarray(labels, bool)
+    if len(set(groups)) < 2:
+        raise ValueError("every scan is in one group: no fold can be held out")
     rng = np.random.default_rng(seed)
     fold = grouped_folds(labels, groups, folds, rng)
     columns = np.concatenate(
@@ -333,5 +335,7 @@ def _bootstrap_interval(
             ][:, 0]
         else:
             values.append(auc(scores, y))
+    if not values:  # every replicate drew one class or one fold only
+        return float("nan"), float("nan")
     low, mid, high = np.quantile(values, [0.025, 0.5, 0.975])
     return float(max(estimate - (mid - low), 0.0)), float(min(estimate + (high - mid), 1.0))
