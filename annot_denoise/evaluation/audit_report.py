@@ -124,7 +124,10 @@ def _residue(result: AuditResult) -> str:
             for side in ("cleaned", "reference")
         )
         + "</table><p>On REFERENCE the detector's flags are false alarms: a CLEANED share "
-        "near REFERENCE's means little is left that the detector can see.</p>"
+        "near or below REFERENCE's means little is left that the detector can see. When "
+        "this model is the one that cleaned CLEANED, it already repainted everything it "
+        "found, so its residue there is near zero by construction; it tells most about "
+        "scans cleaned by something else.</p>"
     )
 
 
