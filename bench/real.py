@@ -59,6 +59,7 @@ import math
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,7 +71,7 @@ sys.path.insert(0, str(HERE))
 
 from ablate import error_levels, regions  # noqa: E402
 from common import append_results, command, machine, markdown_table  # noqa: E402
-from validation_set import group, read_manifest, split_real  # noqa: E402
+from validation_set import collection, group, read_manifest, split_real  # noqa: E402
 
 SPLIT_FILE = HERE / "real_split.json"
 SEED = 1616  # the number; no other bench uses it
@@ -296,7 +297,7 @@ def test_table(summary: dict) -> str:
             _f(m["psnr"]),
             _f(m["psnr_mask"]),
             f"{m['above_input']}/{m['scans']} (min {m['min_over_input']:+.2f})",
-            f"{m['above_telea']}/{m['scans']}",
+            "-" if name == "telea" else f"{m['above_telea']}/{m['scans']}",
             f"{100 * m['ui_share']:.3f}%",
             f"{100 * m['anatomy_share']:.3f}%",
             _f(m["precision"], ".3f"),
@@ -393,12 +394,16 @@ def headline(summary: dict, models: Sequence[str]) -> str:
 
 def body(saved: dict, notes: str | None) -> str:
     summary, models = saved["summary"], saved["models"]
+    scans = sorted({r["image"] for r in saved["test"]})
+    sources = Counter(collection(name) for name in scans)
     return (
         f"Measured by `{saved['command']}` in {saved['seconds'] / 60:.0f} min "
         f"({saved['machine']}). Models: "
         + ", ".join(f"{k} = `{v}`" for k, v in saved["specs"].items())
-        + f". Test split of bench/real_split.json: {summary['identity']['scans']} real-us scans "
-        "under non-commercial licences (none trained on), annotated by synth (mixed, colours "
+        + f". Test split of bench/real_split.json: {len(scans)} real-us scans under "
+        "non-commercial licences (none trained on; by collection: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(sources.items()))
+        + "), annotated by synth (mixed, colours "
         f"{', '.join(COLORS)}, scanner_ui keep, seed {SEED}, one copy, lossless). UI and "
         f"anatomy: pixels outside the true mask grown by {MARGIN} px, changed by more than "
         f"{TOLERANCE:g} levels, pooled over scans.\n\n"
@@ -486,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.write_split:
         SPLIT_FILE.write_text(json.dumps(computed, indent=1) + "\n", encoding="utf-8")
         sizes = ", ".join(f"{len(v)} {k}" for k, v in computed.items())
-        print(f"{SPLIT_FILE}: {sizes}")
+        print(f"{SPLIT_FILE.relative_to(ROOT)}: {sizes}")
         return
     if drift := split_drift(computed):
         sys.exit(drift)
