@@ -192,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             result = audit(cfg)
             timing.append(f"{name} {method}: cleaning {seconds:.0f} s, audit "
                           f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+            first_row = len(rows)
             main_ = result.cleaned
             n = f"{int(main_.labels.sum())} + {int((~main_.labels).sum())}"
             if not power_done and "raw" in result.comparisons:
@@ -217,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
             if result.failed:
                 lines.append(f"- {name}, {method}: {len(result.failed)} unreadable files.")
-            print(markdown_table(["set", "comparison", "n", "AUC", "95% interval", "p",
-                                  "verdict"], rows[-3:]), flush=True)  # fmt: skip
+            header = ["set", "comparison", "n", "AUC", "95% interval", "p", "verdict"]
+            print(markdown_table(header, rows[first_row:]), flush=True)
     table = markdown_table(["set", "comparison", "n", "AUC", "95% interval", "p", "verdict"], rows)
     total = time.perf_counter() - started
     print(table)
