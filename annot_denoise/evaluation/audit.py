@@ -24,10 +24,8 @@ import csv
 import io as _io
 import json
 import logging
-import re
 import time
 import zlib
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,30 +35,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from annot_denoise import __version__
 from annot_denoise.evaluation import probe
-from annot_denoise.guard import WriteGuard
-from annot_denoise.io import (
-    ImageReadError,
-    atomic_write_text,
-    folder_problem,
-    list_images,
-    printable,
-    read_image,
-    split_alpha,
+from annot_denoise.evaluation.audit_inputs import (
+    MIN_SCANS,
+    AuditError,
+    Scan,
+    check_paths,
+    check_scans,
+    describe_inputs,
+    make_scan,
+    read_groups,
+    read_side,
 )
+from annot_denoise.guard import WriteGuard
+from annot_denoise.io import atomic_write_text, read_image
 from annot_denoise.progress import Progress
+
+__all__ = ["AuditConfig", "AuditError", "AuditResult", "Comparison", "audit", "decide"]
 
 log = logging.getLogger(__name__)
 
-MIN_SCANS = 10  # per side: fewer and no interval means anything
 ALPHA = 0.05  # p-value below which the probe is said to tell the sets apart
 POWER_FLOOR = 0.75  # RAW vs REFERENCE: lowest acceptable lower bound of the AUC interval
 CLASSICAL = "classical"  # --model value: the blind classical baseline, no network
-_FRAME = re.compile(r"\.frame\d+$")
-
-
-class AuditError(Exception):
-    """A problem with the audit as a whole (folders, too few scans, layouts), found
-    before any result exists."""
 
 
 class AuditConfig(BaseModel):
@@ -90,20 +86,6 @@ class AuditConfig(BaseModel):
     repair_control: bool = True
     residue: bool = True
     gallery: int = Field(6, ge=0, le=48)
-
-
-@dataclass
-class Scan:
-    side: str  # cleaned, reference, raw or repaired
-    path: Path
-    name: str  # path under its folder, POSIX style
-    group: str
-    size: tuple[int, int]  # height, width
-    channels: int  # colour channels, alpha not counted
-    probe: np.ndarray  # the probe's input (uint8 RGB, probe_size square)
-    features: np.ndarray
-    residue: float | None = None  # share of pixels the detector flags
-    detected: np.ndarray | None = None  # that detection at probe size (bool)
 
 
 @dataclass
@@ -173,17 +155,17 @@ def audit(cfg: AuditConfig, progress: Progress | None = None) -> AuditResult:
     sides = {"cleaned": cfg.cleaned, "reference": cfg.reference}
     if cfg.raw is not None:
         sides["raw"] = cfg.raw
-    guard = _check_paths(sides, cfg.out)
-    group_of = _read_groups(cfg.groups) if cfg.groups else {}
+    guard = check_paths(sides, cfg.out)
+    group_of = read_groups(cfg.groups) if cfg.groups else {}
     repair = _repairer(cfg) if cfg.repair_control or cfg.residue else None
     failed: list[str] = []
     scans: dict[str, list[Scan]] = {}
     for side, folder in sides.items():
         detect = repair if cfg.residue and side in ("cleaned", "reference") else None
-        scans[side] = _read_side(side, folder, cfg, group_of, failed, detect, progress)
-    _check_scans(scans, failed)
+        scans[side] = read_side(side, folder, cfg.probe_size, group_of, failed, detect, progress)
+    check_scans(scans, failed)
 
-    notes = _notes(scans, cfg, group_of)
+    notes = describe_inputs(scans, cfg.probe_size, cfg.groups)
     comparisons = {"cleaned": _compare("cleaned", scans["cleaned"], scans["reference"], cfg)}
     if "raw" in scans:
         comparisons["raw"] = _compare("raw", scans["raw"], scans["reference"], cfg)
@@ -197,7 +179,7 @@ def audit(cfg: AuditConfig, progress: Progress | None = None) -> AuditResult:
         else:
             comparisons["repair"] = _compare("repair", *control, cfg)
     residue = _residue(scans, cfg) if cfg.residue and repair is not None else None
-    verdict, summary = decide(comparisons, residue)
+    verdict, summary = decide(comparisons)
     result = AuditResult(
         out_dir=Path(cfg.out),
         comparisons=comparisons,
@@ -211,144 +193,6 @@ def audit(cfg: AuditConfig, progress: Progress | None = None) -> AuditResult:
     )
     _write(result, cfg, guard)
     return result
-
-
-# ----------------------------------------------------------------------- checks
-
-
-def _check_paths(sides: dict[str, Path], out: Path) -> WriteGuard:
-    """Refuse, before any work, missing folders, one folder on two sides, and a report
-    folder that is a file or lies among the scans (it would be audited next time)."""
-    seen: dict[tuple[int, int], str] = {}
-    for side, folder in sides.items():
-        folder = Path(folder)
-        if not folder.is_dir():
-            what = "is a file, not a folder" if folder.exists() else "no such folder"
-            raise AuditError(f"{side.upper()} {printable(str(folder))}: {what}")
-        info = folder.stat()
-        key = (info.st_dev, info.st_ino)
-        if key in seen:
-            raise AuditError(
-                f"{seen[key].upper()} and {side.upper()} are the same folder "
-                f"({printable(str(folder))}); the audit compares two different sets"
-            )
-        seen[key] = side
-    if why := folder_problem(Path(out)):
-        raise AuditError(f"-o {printable(str(out))}: {why}")
-    guard = WriteGuard.protecting(sides.values())
-    if guard.problem(Path(out) / "audit.json"):
-        raise AuditError(
-            f"-o {printable(str(out))}: lies inside the scanned folders (by name, link or "
-            "mount); its images would be audited next time: choose another folder"
-        )
-    return guard
-
-
-def _read_groups(path: Path) -> dict[str, str]:
-    """``file -> group`` from a CSV with the columns ``file`` and ``group``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditError(f"--groups {printable(str(path))}: cannot read ({exc})") from None
-    reader = csv.DictReader(_io.StringIO(text))
-    if not reader.fieldnames or not {"file", "group"} <= set(reader.fieldnames):
-        raise AuditError(
-            f"--groups {printable(str(path))}: needs a header with the columns 'file' and "
-            f"'group' (found {reader.fieldnames or 'none'})"
-        )
-    groups = {}
-    for row in reader:
-        name, group = (row.get("file") or "").strip(), (row.get("group") or "").strip()
-        if name and group:
-            groups[name.replace("\\", "/")] = group
-    if not groups:
-        raise AuditError(f"--groups {printable(str(path))}: no rows with a file and a group")
-    return groups
-
-
-def _group(side: str, name: str, group_of: dict[str, str]) -> str:
-    """The CSV's group (looked up by path under the folder, file name, then stem), else
-    the stem on its side: a scan's copies and a clip's frames stay together."""
-    base = name.rsplit("/", 1)[-1]
-    stem = _FRAME.sub("", base.rsplit(".", 1)[0] if "." in base else base)
-    for key in (name, base, stem):
-        if key in group_of:
-            return f"csv:{group_of[key]}"
-    return f"{side}:{stem}"
-
-
-def _check_scans(scans: dict[str, list[Scan]], failed: list[str]) -> None:
-    for side, items in scans.items():
-        if len(items) < MIN_SCANS:
-            unreadable = sum(1 for line in failed if line.startswith(f"{side.upper()} "))
-            extra = f" ({unreadable} unreadable)" if unreadable else ""
-            raise AuditError(
-                f"{side.upper()}: {len(items)} readable scans{extra}; the audit needs at "
-                f"least {MIN_SCANS} on each side"
-            )
-
-
-def _channel_words(channels: set[int]) -> str:
-    names = {1: "1 channel (grey)", 3: "3 channels (RGB)"}
-    return " or ".join(names.get(c, f"{c} channels") for c in sorted(channels))
-
-
-# ----------------------------------------------------------------------- reading
-
-
-def _read_side(
-    side: str,
-    folder: Path,
-    cfg: AuditConfig,
-    group_of: dict[str, str],
-    failed: list[str],
-    detect: Repair | None,
-    progress: Progress,
-) -> list[Scan]:
-    """Every readable scan under ``folder``; an unreadable one is one line in ``failed``
-    (and the log) and the audit goes on without it."""
-    paths = list_images(Path(folder))
-    scans = []
-    with progress.task(f"reading {side.upper()}", total=len(paths)) as bar:
-        for path in paths:
-            try:
-                image = read_image(path)
-            except ImageReadError as exc:
-                failed.append(f"{side.upper()} {exc}")
-                log.error("%s", exc)
-                bar.advance()
-                continue
-            name = path.relative_to(folder).as_posix()
-            scan = _scan(side, path, name, _group(side, name, group_of), image, cfg.probe_size)
-            if detect is not None:
-                _, found = detect(image)
-                if found is not None:
-                    scan.residue = float(found.mean())
-                    scan.detected = _at_probe_size(found, cfg.probe_size)
-            scans.append(scan)
-            bar.advance()
-    return scans
-
-
-def _scan(side: str, path: Path, name: str, group: str, image: np.ndarray, size: int) -> Scan:
-    color, _ = split_alpha(image)
-    x = probe.probe_input(image, size)
-    return Scan(
-        side=side,
-        path=path,
-        name=name,
-        group=group,
-        size=(int(image.shape[0]), int(image.shape[1])),
-        channels=1 if color.ndim == 2 else int(color.shape[2]),
-        probe=x,
-        features=probe.features(x),
-    )
-
-
-def _at_probe_size(mask: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
 
 
 # ----------------------------------------------------------------------- controls
@@ -398,7 +242,7 @@ def _repair_control(
             _, annotated, _, _ = annotate(image, "mixed", marks_rng)
             cleaned, _ = repair(annotated)
             size = cfg.probe_size
-            repaired.append(_scan("repaired", scan.path, scan.name, scan.group, cleaned, size))
+            repaired.append(make_scan("repaired", scan.path, scan.name, scan.group, cleaned, size))
             bar.advance()
     return repaired, second
 
@@ -490,7 +334,7 @@ def _evidence(comp: Comparison) -> dict:
     }
 
 
-def decide(comparisons: dict[str, Comparison], residue: dict | None) -> tuple[str, str]:
+def decide(comparisons: dict[str, Comparison]) -> tuple[str, str]:
     """The verdict from the AUCs: power first, then CLEANED vs REFERENCE, then the
     repair control."""
     main = comparisons["cleaned"].result
@@ -554,70 +398,6 @@ CAVEATS = [
     "An AUC is about the two sets, not about one scan: a scan high in the gallery is "
     "where the evidence was found, not proof that this scan still carries a mark.",
 ]
-
-
-def _notes(scans: dict[str, list[Scan]], cfg: AuditConfig, group_of: dict[str, str]) -> list[str]:
-    notes = []
-    sizes = {side: Counter(s.size for s in items) for side, items in scans.items()}
-    described = []
-    for side, counter in sizes.items():
-        if len(counter) == 1:
-            (h, w), n = next(iter(counter.items()))
-            described.append(f"{side.upper()} {n} scans of {w}x{h}")
-        else:
-            hs = [h for h, _ in counter.elements()]
-            ws = [w for _, w in counter.elements()]
-            described.append(
-                f"{side.upper()} {sum(counter.values())} scans from {min(ws)}x{min(hs)} to "
-                f"{max(ws)}x{max(hs)}"
-            )
-    sq = cfg.probe_size
-    notes.append(
-        "Sizes: " + "; ".join(described) + f". Every scan is resized to {sq}x{sq} for the "
-        "probe (aspect ratio not kept; alpha dropped, grey repeated to RGB)."
-    )
-    if set(sizes["cleaned"]) != set(sizes["reference"]):
-        notes.append(
-            "The sides come in different sizes: resizing changes the speckle's grain, which "
-            "the probe can see. A size difference is a population difference."
-        )
-    ref = {s.channels for s in scans["reference"]}
-    for side in ("cleaned", "raw"):
-        mine = {s.channels for s in scans.get(side, [])}
-        if mine and mine != ref:
-            shared = "none" if not mine & ref else "some"
-            line = (
-                f"Channel layouts differ: {side.upper()} scans have {_channel_words(mine)}, "
-                f"REFERENCE scans {_channel_words(ref)} ({shared} in common). The probe "
-                "sees every scan as RGB (grey repeated), so the layout alone is invisible to "
-                "it, but colour is not: a tint, or colour left by the repair, counts."
-            )
-            log.warning("%s", line)
-            notes.append(line)
-    formats = {
-        side: dict(Counter(s.path.suffix.lower() or "(none)" for s in items))
-        for side, items in scans.items()
-    }
-    if len({tuple(sorted(f)) for f in formats.values()}) > 1:
-        notes.append(
-            "File formats differ between the sides: "
-            + "; ".join(f"{side.upper()} {f}" for side, f in formats.items())
-            + ". Compression artefacts alone (JPEG blocks) can be detectable."
-        )
-    if "raw" in scans:
-        raw_names = {s.name for s in scans["raw"]}
-        twins = sum(s.name in raw_names for s in scans["cleaned"])
-        if twins < len(scans["cleaned"]):
-            notes.append(
-                f"{twins} of {len(scans['cleaned'])} CLEANED scans have a RAW file of the same "
-                "name: RAW should be the same scans before cleaning."
-            )
-    else:
-        notes.append("No RAW folder: the probe's power was not checked.")
-    if group_of:
-        grouped = sum(s.group.startswith("csv:") for items in scans.values() for s in items)
-        notes.append(f"Groups: {grouped} scans were grouped by {cfg.groups}; others by stem.")
-    return notes
 
 
 # ----------------------------------------------------------------------- outputs
