@@ -45,6 +45,7 @@ def _user_errors() -> dict[type, int]:
     """Exceptions that mean 'the user can fix this', with their exit codes."""
     from annot_denoise.clean import CleanError
     from annot_denoise.config import ConfigError
+    from annot_denoise.evaluation.audit import AuditError
     from annot_denoise.guard import UnsafeOutputError
     from annot_denoise.io import ImageReadError
     from annot_denoise.runtime import DeviceError
@@ -59,6 +60,7 @@ def _user_errors() -> dict[type, int]:
         DeviceError: 2,
         CheckpointError: 1,
         CleanError: 1,
+        AuditError: 1,
         DatasetError: 1,
         SynthError: 1,
         TrainingError: 1,
@@ -561,6 +563,122 @@ def clean_cmd(
         f"failed {len(result.failed)} in {result.seconds:.1f} s -> {out_dir}"
     )
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("audit")
+@friendly
+def audit_cmd(
+    cleaned: Annotated[
+        Path,
+        typer.Argument(help="Scans that carried marks, after cleaning (searched recursively)."),
+    ],
+    reference: Annotated[
+        Path,
+        typer.Argument(help="Scans that never carried marks, same kind of scanner and anatomy."),
+    ],
+    raw: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="The CLEANED scans before cleaning (same names): checks that the probe can "
+            "see the marks at all."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Report folder (audit.html, audit.json, per_image.csv)."),
+    ] = Path("audit"),
+    groups: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="CSV with columns file,group: files of one patient or recording share a fold."
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--model",
+            help="Model for the repair control and the residue: a shipped name, a checkpoint, "
+            "or 'classical'; default: the shipped 'default' model.",
+        ),
+    ] = None,
+    fail_above: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Exit 1 when the CLEANED vs REFERENCE AUC's 95% lower bound is above this.",
+        ),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Grouped cross-validation folds.")] = 5,
+    permutations: Annotated[
+        int, typer.Option(min=19, help="Label permutations for the p-value.")
+    ] = 1000,
+    bootstrap: Annotated[
+        int, typer.Option(min=100, help="Bootstrap replicates for the 95% interval.")
+    ] = 1000,
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Seed of the folds, bootstrap, permutations and the control's marks."
+        ),
+    ] = 0,
+    probe_size: Annotated[
+        int,
+        typer.Option(min=64, max=1024, help="Side of the probe's square input (a multiple of 4)."),
+    ] = 256,
+    gallery: Annotated[
+        int, typer.Option(min=0, max=48, help="Most detectable CLEANED scans shown in audit.html.")
+    ] = 6,
+    repair_control: Annotated[
+        bool,
+        typer.Option(
+            help="Mark and clean half of REFERENCE with --model and compare it with the other half."
+        ),
+    ] = True,
+    residue: Annotated[
+        bool, typer.Option(help="Run the model's detector on CLEANED and REFERENCE.")
+    ] = True,
+    device: Device = "auto",
+    no_progress: NoProgress = False,
+) -> None:
+    """Can a classifier still tell CLEANED scans from REFERENCE scans that never carried
+    marks? A probe's cross-validated AUC with its interval and p-value, and controls
+    that say what the number means (docs/audit.md)."""
+    from pydantic import ValidationError
+
+    from annot_denoise.evaluation.audit import AuditConfig, audit
+
+    try:
+        cfg = AuditConfig(
+            cleaned=cleaned, reference=reference, raw=raw, out=out_dir, groups=groups,
+            model=model or "default", device=device, folds=folds, bootstrap=bootstrap,
+            permutations=permutations, seed=seed, probe_size=probe_size, fail_above=fail_above,
+            repair_control=repair_control, residue=residue, gallery=gallery,
+        )  # fmt: skip
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        hint = f"--{err['loc'][0]}".replace("_", "-")
+        raise typer.BadParameter(err["msg"], param_hint=hint) from None
+    result = audit(cfg, progress=_progress(no_progress))
+    table = Table("comparison", "scans", "AUC", "95% interval", "p")
+    for name, comparison in result.comparisons.items():
+        r, s = comparison.result, comparison.summary
+        table.add_row(
+            f"{name}: {s['positive']} vs {s['negative']}",
+            f"{s['n_positive']} + {s['n_negative']}",
+            f"{r.auc:.3f}",
+            f"{r.ci_low:.3f}-{r.ci_high:.3f}",
+            f"{r.p_value:.3f}",
+        )
+    show(table)
+    out.print(f"verdict: {result.verdict}. {result.summary}")
+    out.print(f"report: {out_dir / 'audit.html'} (also audit.json, per_image.csv)")
+    if result.exceeds:
+        error_line(
+            f"the CLEANED vs REFERENCE AUC's lower bound {result.cleaned.result.ci_low:.3f} "
+            f"is above --fail-above {fail_above}"
+        )
+    raise typer.Exit(1 if result.exceeds or not result.ok else 0)
 
 
 @app.command("models")

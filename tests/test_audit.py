@@ -278,3 +278,31 @@ def test_audit_html_renders_in_headless_chromium(power, sets, tmp_path) -> None:
     ok, total = map(int, found.groups())
     assert total == 14 and ok == total
     assert "Uncaught" not in result.stderr
+
+
+def test_the_command_exits_1_above_fail_above_and_0_below(sets, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from annot_denoise.cli import app
+
+    fast = ["--permutations", "99", "--bootstrap", "200", "--probe-size", "160"]
+    fast += ["--no-repair-control", "--no-residue", "--no-progress", "--fail-above", "0.9"]
+    runner = CliRunner()
+    seen = runner.invoke(
+        app, ["audit", str(sets["raw"]), str(sets["clean"]), "-o", str(tmp_path / "a"), *fast]
+    )
+    assert seen.exit_code == 1, seen.output
+    assert "lower bound" in seen.output and "above --fail-above 0.9" in seen.output
+    assert (tmp_path / "a" / "audit.html").is_file() and (tmp_path / "a" / "audit.json").is_file()
+    same = runner.invoke(
+        app, ["audit", str(sets["half_a"]), str(sets["half_b"]), "-o", str(tmp_path / "b"), *fast]
+    )
+    assert same.exit_code == 0, same.output
+    assert "verdict:" in same.output
+    few = tmp_path / "few"
+    shutil.copytree(sets["half_a"], few, ignore=lambda d, names: sorted(names)[3:])
+    short = runner.invoke(
+        app, ["audit", str(few), str(sets["half_b"]), "-o", str(tmp_path / "c"), *fast]
+    )
+    errors = [line for line in short.output.splitlines() if line.startswith("error:")]
+    assert short.exit_code == 1 and len(errors) == 1, short.output

@@ -43,6 +43,7 @@ def test_readme_names_every_command_and_config_key() -> None:
         "drawers",
         "init-config",
         "phantoms",
+        "audit",
     ):
         assert f"annot-denoise {command}" in readme, command
     assert "make demo" in readme and "make test" in readme
