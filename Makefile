@@ -59,6 +59,8 @@ default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise train examples/default-model.yaml
 	$(BIN)/annot-denoise train examples/default-model-finetune.yaml
 	$(BIN)/annot-denoise train examples/default-model-finetune2.yaml
+	$(BIN)/python examples/real_backgrounds.py --out data/default-real
+	$(BIN)/annot-denoise train examples/default-model-real.yaml
 
 # The shipped fast model: a detector half as wide, trained in front of the default
 # model's frozen inpainter (55 + 30 minutes on 2 CPU cores for the shipped weights).

@@ -406,11 +406,9 @@ def test_same_sized_images_batch_like_single_ones(default_model) -> None:
         assert np.abs(alone.image.astype(int) - result.image.astype(int)).max() <= 1
 
 
-def test_two_stage_out_of_memory_falls_back_to_smaller_tiles(
-    default_model, monkeypatch, caplog
-) -> None:
-    model, ckpt = default_model
-    r = Restorer.from_checkpoint(model, ckpt, torch.device("cpu"), tile=512)
+def test_two_stage_out_of_memory_falls_back_to_smaller_tiles(monkeypatch, caplog) -> None:
+    # A per-pixel stand-in: tiles of any size must then give exactly the same result.
+    r = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"), tile=512)
     scans = _annotated_scans(2, 300, 400)
     expected = r.restore(scans)
     calls = []
@@ -429,10 +427,8 @@ def test_two_stage_out_of_memory_falls_back_to_smaller_tiles(
     assert any("out of GPU memory" in m for m in caplog.messages)
     assert calls and all(max(shape[1:3]) <= 256 for shape in calls)
     for got, want in zip(results, expected):
+        assert np.array_equal(got.mask, want.mask) and want.mask.any()
         assert got.image.shape == want.image.shape
-        # 256-px tiles instead of whole images: mostly the same marks. The detector
-        # loses context where a label is cut by a tile border (measured IoU 0.82-0.99).
-        assert (got.mask & want.mask).sum() >= 0.75 * (got.mask | want.mask).sum()
 
 
 def test_inpaint_given_masks_writes_only_there(mask_run: Path, trained_run: Path) -> None:

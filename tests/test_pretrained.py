@@ -75,7 +75,9 @@ def test_clean_without_model_uses_default(tmp_path: Path) -> None:
     assert "shipped 'default' model" in result.output
     assert (tmp_path / "o" / "a.png").is_file()
     record = json.loads((tmp_path / "o" / "clean_run.json").read_text())
-    assert record["tta"] is False and record["mask_threshold"] == 0.8
+    shipped = torch.load(PRETRAINED["default"], weights_only=True, map_location="cpu")
+    assert record["tta"] is False
+    assert record["mask_threshold"] == shipped["inference"]["mask_threshold"]
 
 
 def test_clean_tta_is_recorded_and_writes_only_inside_its_mask(tmp_path: Path) -> None:
