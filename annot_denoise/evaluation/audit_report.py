@@ -7,7 +7,6 @@ images decoded, for the browser test.
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ import numpy as np
 
 from annot_denoise import __version__
 from annot_denoise.evaluation.audit import ALPHA, CAVEATS, POWER_FLOOR
+from annot_denoise.evaluation.report import html_page, img_tag
 from annot_denoise.guard import WriteGuard
 from annot_denoise.io import atomic_write_text, encode_image
 
@@ -72,7 +72,7 @@ def write_audit_html(
     )
     for name, comp in result.comparisons.items():
         parts.append(f"<h3>{html.escape(TITLES[name])}</h3>")
-        parts.append(_img(_heat_figure(comp), f"mean heatmap {name}"))
+        parts.append(img_tag(_heat_figure(comp), f"mean heatmap {name}"))
         parts.append(f"<p class='meta'>{html.escape(_evidence_words(comp))}</p>")
     if cfg.gallery:
         parts.append("<h2>The most detectable CLEANED scans</h2>")
@@ -95,7 +95,7 @@ def write_audit_html(
         for k, v in settings.items()
     )
     parts += ["<h2>Settings</h2>", f"<table class='settings'>{rows}</table>"]
-    page = _PAGE.format(title="annot-denoise audit", body="\n".join(parts))
+    page = html_page("annot-denoise audit", "\n".join(parts), _STYLE)
     atomic_write_text(path, page, guard)
 
 
@@ -163,7 +163,7 @@ def _forest(result: AuditResult) -> str:
     ax.set_xlabel("ROC AUC (95% interval)")
     ax.invert_yaxis()
     fig.tight_layout()
-    return _img(_figure_png(fig), "AUC intervals")
+    return img_tag(_figure_png(fig), "AUC intervals")
 
 
 def _means(comp: Comparison) -> tuple[np.ndarray, np.ndarray]:
@@ -218,11 +218,11 @@ def _gallery(comp: Comparison, count: int) -> list[str]:
     for rank, i in enumerate(ranked, 1):
         scan = comp.scans[i]
         heat = _overlay(scan.probe, comp.heat[i], limit)
-        cells = [_img(_png(scan.probe), "scan"), _img(_png(heat), "heatmap")]
+        cells = [img_tag(_png(scan.probe), "scan"), img_tag(_png(heat), "heatmap")]
         if scan.detected is not None:
             flagged = scan.probe.copy()
             flagged[scan.detected] = (230, 30, 30)
-            cells.append(_img(_png(flagged), "detected"))
+            cells.append(img_tag(_png(flagged), "detected"))
         residue = "" if scan.residue is None else f", detector flags {100 * scan.residue:.2f}%"
         parts.append(
             f"<h3>{rank}. {html.escape(scan.name)} (score {comp.result.scores[i]:.3f}"
@@ -235,34 +235,8 @@ def _png(image: np.ndarray) -> bytes:
     return encode_image(image, ".png")
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
-tr th:first-child {{ text-align: left; }}
-.settings td {{ text-align: left; }}
-.verdict {{ border-left: 6px solid; padding: 0.6em 1em; background: #f6f6f6; }}
-.row {{ display: flex; gap: 6px; margin-bottom: 6px; }}
-.row img {{ width: 32%; height: auto; border: 1px solid #ddd; }}
-.meta {{ color: #777; }}
-</style></head>
-<body>
-{body}
-<script>
-window.addEventListener("load", function () {{
-  var imgs = document.images, ok = 0;
-  for (var i = 0; i < imgs.length; i++) {{
-    if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++;
-  }}
-  document.body.setAttribute("data-images-ok", ok + "/" + imgs.length);
-}});
-</script>
-</body></html>
-"""
+# What the audit page adds to the shared page style.
+_STYLE = """body { max-width: 1100px; }
+.settings td { text-align: left; }
+.verdict { border-left: 6px solid; padding: 0.6em 1em; background: #f6f6f6; }
+.row img { width: 32%; }"""

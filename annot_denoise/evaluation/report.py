@@ -64,14 +64,14 @@ def write_report(
         _table(methods),
     ]
     if curves and any(curves.values()):
-        parts += ["<h2>Training curves</h2>", _img(curves_png(curves), "training curves")]
+        parts += ["<h2>Training curves</h2>", img_tag(curves_png(curves), "training curves")]
     if gallery:
         parts.append("<h2>Gallery</h2>")
         parts.append("<p>before | after | predicted mask | difference (|after - before|, x4)</p>")
         for item in gallery:
             parts.append(f"<h3>{html.escape(item.label)}: {html.escape(item.name)}</h3>")
             parts.append("<div class='row'>" + "".join(_gallery_cells(item)) + "</div>")
-    page = _PAGE.format(title=html.escape(title), body="\n".join(parts))
+    page = html_page(title, "\n".join(parts))
     atomic_write_text(path, page)
     return Path(path)
 
@@ -128,16 +128,23 @@ def _gallery_cells(item: GalleryItem) -> list[str]:
     diff = np.clip(np.abs(after.astype(np.int16) - before.astype(np.int16)) * 4, 0, 255)
     mask = item.mask if item.mask is not None else np.zeros(before.shape[:2], bool)
     images = [(before, "before"), (after, "after"), (mask, "mask"), (diff.astype(np.uint8), "diff")]
-    return [_img(_png(img), alt) for img, alt in images]
+    return [img_tag(_png(img), alt) for img, alt in images]
 
 
 def _png(image: np.ndarray, max_side: int = 480) -> bytes:
     return encode_image(thumbnail(image, max_side), ".png")
 
 
-def _img(png: bytes, alt: str) -> str:
+def img_tag(png: bytes, alt: str) -> str:
+    """A PNG embedded in the page (the page stays one self-contained file)."""
     data = base64.b64encode(png).decode("ascii")
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def html_page(title: str, body: str, style: str = "") -> str:
+    """A self-contained page; ``style`` adds to (and may override) the shared rules.
+    A script records how many images decoded, which the browser tests read."""
+    return _PAGE.format(title=html.escape(title), body=body, style=style)
 
 
 _PAGE = """<!DOCTYPE html>
@@ -150,6 +157,7 @@ tr th:first-child {{ text-align: left; }}
 .row {{ display: flex; gap: 6px; margin-bottom: 6px; }}
 .row img {{ width: 24%; height: auto; border: 1px solid #ddd; }}
 .meta {{ color: #777; }}
+{style}
 </style></head>
 <body>
 {body}
