@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import browser, images_decoded, load
 from pydantic import ValidationError
 
 from annot_denoise.evaluation import probe
@@ -20,7 +18,6 @@ from annot_denoise.io import read_image, write_image
 from annot_denoise.phantom import make_phantom
 from annot_denoise.synth.pipeline import annotate
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FAST = dict(permutations=99, bootstrap=200, probe_size=160, repair_control=False, residue=False)
 N = 60  # scans a side for power and calibration
 
@@ -256,26 +253,14 @@ def test_config_is_strict() -> None:
         AuditConfig(cleaned="a", reference="b", fail_above=1.5)
 
 
-def _browser() -> str | None:
-    return next((b for b in map(shutil.which, BROWSERS) if b), None)
-
-
-@pytest.mark.skipif(_browser() is None, reason="no Chromium/Chrome (apt-get install chromium)")
+@pytest.mark.skipif(browser() is None, reason="no Chromium/Chrome (apt-get install chromium)")
 def test_audit_html_renders_in_headless_chromium(power, sets, tmp_path) -> None:
     path = sets["root"] / "power" / "audit.html"
-    cmd = [
-        _browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-        "--virtual-time-budget=10000", "--dump-dom", path.as_uri(),
-    ]  # fmt: skip
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)}
-    )
+    result = load(path, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    found = re.search(r'data-images-ok="(\d+)/(\d+)"', result.stdout)
-    assert found, "the page's load handler did not run"
-    ok, total = map(int, found.groups())
+    decoded = images_decoded(result.stdout)
+    assert decoded, "the page's load handler did not run"
+    ok, total = decoded
     assert total == 14 and ok == total
     assert "Uncaught" not in result.stderr
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import browser, images_decoded, load
 
 from annot_denoise.evaluation.report import GalleryItem, curves_png, write_report
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 def _sample_report(path: Path) -> Path:
@@ -75,26 +70,14 @@ def test_eval_writes_report_html(trained_run: Path, synth_dir: Path, tmp_path: P
     assert "best (in-mask PSNR" in page and "worst (in-mask PSNR" in page
 
 
-def _browser() -> str | None:
-    return next((b for b in map(shutil.which, BROWSERS) if b), None)
-
-
-@pytest.mark.skipif(_browser() is None, reason="no Chromium/Chrome (apt-get install chromium)")
+@pytest.mark.skipif(browser() is None, reason="no Chromium/Chrome (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     """Load the page the way a user does and check that every image decodes."""
     path = _sample_report(tmp_path / "report.html")
-    cmd = [
-        _browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-        "--virtual-time-budget=10000", "--dump-dom", path.as_uri(),
-    ]  # fmt: skip
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)}
-    )
+    result = load(path, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    found = re.search(r'data-images-ok="(\d+)/(\d+)"', result.stdout)
-    assert found, "the page's load handler did not run"
-    ok, total = map(int, found.groups())
+    decoded = images_decoded(result.stdout)
+    assert decoded, "the page's load handler did not run"
+    ok, total = decoded
     assert total == 9 and ok == total
     assert "Uncaught" not in result.stderr
