@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean-venv docs-cli docs-config docs-postprocess default-model fast-model
+.PHONY: demo test lint format install clean-venv docs-cli docs-config docs-postprocess default-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,11 +61,3 @@ default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise train examples/default-model-finetune2.yaml
 	$(BIN)/python examples/real_backgrounds.py --out data/default-real
 	$(BIN)/annot-denoise train examples/default-model-real.yaml
-
-# The shipped fast model: a detector half as wide, trained in front of the default
-# model's frozen inpainter (55 + 30 minutes on 2 CPU cores for the shipped weights).
-fast-model: $(VENV)/.installed
-	test -d data/default-phantoms || $(BIN)/annot-denoise phantoms data/default-phantoms \
-		--count 600 --varied --seed 0 --workers 8
-	$(BIN)/annot-denoise train examples/fast-model.yaml
-	$(BIN)/annot-denoise train examples/fast-model-finetune.yaml

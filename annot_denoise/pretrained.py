@@ -15,9 +15,12 @@ from annot_denoise.training.checkpoint import CheckpointError, load_checkpoint
 log = logging.getLogger(__name__)
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-# `fast`: the default's inpainter behind a detector half as wide (a quarter of its
-# FLOPs), for CPU throughput; docs/default-model.md compares the two.
-PRETRAINED: dict[str, Path] = {"default": WEIGHTS / "default.pt", "fast": WEIGHTS / "fast.pt"}
+PRETRAINED: dict[str, Path] = {"default": WEIGHTS / "default.pt"}
+# Names that shipped once: asking for one says why it went instead of "not a file".
+RETIRED: dict[str, str] = {
+    "fast": "it learned from phantoms without a scanner interface and erases depth "
+    "scales and settings text on real screens; use 'default' (docs/default-model.md)",
+}
 
 
 def resolve_model(spec: str | Path | None) -> Path:
@@ -26,6 +29,8 @@ def resolve_model(spec: str | Path | None) -> Path:
         log.info("no --model given: using the shipped 'default' model (annot-denoise models)")
         spec = "default"
     name = str(spec)
+    if name in RETIRED and not Path(name).exists():
+        raise CheckpointError(f"the shipped model {name!r} was retired: {RETIRED[name]}")
     if name in PRETRAINED:
         path = PRETRAINED[name]
         if not path.is_file():

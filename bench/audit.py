@@ -3,7 +3,7 @@
     python bench/audit.py [--busi ../shared/data/busi] [--real-us ../shared/data/real-us]
                           [--work DIR] [--record]
 
-For each data set and each method (``default``, ``fast``, ``classical``) the
+For each data set and each method (``default``, ``classical``) the
 annotated scans are cleaned into ``WORK`` and :func:`annot_denoise.evaluation.audit.audit`
 compares them with the reference scans, with RAW (the scans before cleaning) for
 power and the method's own repair control. Printed: one table of AUCs with their
@@ -47,7 +47,7 @@ sys.path.insert(0, str(HERE))
 from common import append_results, markdown_table  # noqa: E402
 from validation_set import group  # noqa: E402
 
-METHODS = ("default", "fast", "classical")
+METHODS = ("default", "classical")
 SEED = 18
 
 

@@ -117,13 +117,12 @@ def test_same_config_same_numbers(sets, calibration) -> None:
 
 
 def test_full_audit_with_the_shipped_model(sets, tmp_path) -> None:
-    """Cleaned by a shipped model (``fast``: the default's inpainter behind a smaller
-    detector, for time); RAW, the repair control and the residue."""
+    """Cleaned by the shipped model; RAW, the repair control and the residue."""
     from annot_denoise.inference import Restorer
     from annot_denoise.pretrained import resolve_model
     from annot_denoise.training.checkpoint import load_model
 
-    net, ckpt = load_model(resolve_model("fast"))
+    net, ckpt = load_model(resolve_model("default"))
     restorer = Restorer.from_checkpoint(net, ckpt, __import__("torch").device("cpu"))
     raw, cleaned = tmp_path / "raw", tmp_path / "cleaned"
     for i in range(12):
@@ -136,7 +135,7 @@ def test_full_audit_with_the_shipped_model(sets, tmp_path) -> None:
         reference=reference,
         raw=raw,
         out=tmp_path / "report",
-        model="fast",
+        model="default",
         device="cpu",
         permutations=49,
         bootstrap=100,
@@ -151,7 +150,7 @@ def test_full_audit_with_the_shipped_model(sets, tmp_path) -> None:
     assert result.verdict in ("not-detected", "repair-trace", "detected", "inconclusive")
     report = json.loads((tmp_path / "report" / "audit.json").read_text())
     assert set(report["comparisons"]) == {"cleaned", "raw", "repair"}
-    assert report["settings"]["model"] == "fast"
+    assert report["settings"]["model"] == "default"
     with open(tmp_path / "report" / "per_image.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["comparison"] for r in rows} == {"cleaned", "raw", "repair"}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from annot_denoise.models import MODELS
+from annot_denoise.pretrained import PRETRAINED
 from annot_denoise.training.checkpoint import (
     ARCH_ARGS,
     CheckpointError,
@@ -187,10 +188,8 @@ def test_unknown_keys_outside_the_arguments_are_tolerated(
     assert ckpt["future"] == {"anything": [1, 2]} and not model.training
 
 
-@pytest.mark.parametrize("name", ["default", "fast"])
+@pytest.mark.parametrize("name", sorted(PRETRAINED))
 def test_shipped_models_pass_validation(name: str) -> None:
-    from annot_denoise.pretrained import PRETRAINED
-
     model, ckpt = load_model(PRETRAINED[name])
     assert ckpt["arch"]["name"] == "maskunet" and not model.training
 
