@@ -65,6 +65,9 @@ class CleanReport:
     failed: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    # Seconds per stage (decode, detect, inpaint, postprocess, encode), summed over
+    # threads: {stage: {"wall_s", "cpu_s"}} (see runtime.StageTimes).
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -247,8 +250,10 @@ def clean(
     run = _Run(cfg, restorer, guard, description, cfg.preview if world.main else 0)
     batches = max(1, -(-len(todo) // cfg.batch_size))
     streams, threads = inference_streams(restorer.device, cfg.streams, batches)
+    restorer.stages.reset()
     rows = run.execute(todo, report, progress, streams, threads)
     report.seconds = time.perf_counter() - started
+    report.stages = restorer.stages.snapshot()
     if cfg.report_csv:
         _write_csv_report(out / f"clean_report{suffix}.csv", rows, guard)
     if run.sheet:
@@ -271,6 +276,7 @@ def clean(
         "streams": streams,
         "threads_per_stream": threads,
         "seconds": round(report.seconds, 2),
+        "stages": report.stages,
         **(meta or {}),
     }
     atomic_write_text(out / f"clean_run{suffix}.json", json.dumps(record, indent=2), guard)
@@ -414,13 +420,21 @@ class _Run:
                 if holes
                 else "",
             }
-            fut = pool.submit(_write, *job, self.cfg.clear_burned_in, self.guard)
+            fut = pool.submit(self.write, *job)
             writes.append((src, dst, row, fut))
         bar.advance(len(dests))
         return writes
 
+    def write(self, *job) -> None:
+        with self.restorer.stages("encode"):
+            _write(*job, self.cfg.clear_burned_in, self.guard)
+
     def read(self, src: Path, dst: Path) -> Scan:
         """The scan at ``src`` with, under ``--masks``, its given masks attached."""
+        with self.restorer.stages("decode"):
+            return self._read(src, dst)
+
+    def _read(self, src: Path, dst: Path) -> Scan:
         scan = read_scan(src)
         if self.masks is None:
             return scan

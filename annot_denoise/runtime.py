@@ -1,4 +1,5 @@
-"""Where and how computation runs: device choice, mixed precision, seeding.
+"""Where and how computation runs: device choice, mixed precision, seeding, and
+where the time of a run goes (:class:`StageTimes`).
 
 Entry points turn ``--device`` into a ``torch.device`` once, here; the loops
 then use :func:`autocast` without branching on the device themselves.
@@ -9,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
+import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -107,6 +111,66 @@ def intra_op_threads(count: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class StageTimes:
+    """Seconds spent in each named stage of a run (decode, detect, ...), summed over
+    the threads that ran it: wall time and the running thread's CPU time.
+
+    Stages nest: time inside an inner stage is the inner stage's only, so the
+    stages of one thread never count a second twice. CPU time is the thread's own
+    (``time.thread_time``): on the CPU with one intra-op thread per stream it is
+    what the stage cost the machine; work a library hands to threads of its own
+    (a GPU, OpenCV's pool) shows in the wall time only.
+    """
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        stack = self._local.__dict__.setdefault("stack", [])
+        now = (time.perf_counter(), time.thread_time())
+        if stack:  # the enclosing stage pauses
+            self._charge(stack[-1][0], stack[-1][1], now)
+        stack.append([stage, now])
+        try:
+            yield
+        finally:
+            now = (time.perf_counter(), time.thread_time())
+            name, start = stack.pop()
+            self._charge(name, start, now)
+            if stack:
+                stack[-1][1] = now
+
+    def _charge(self, stage: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+        with self._lock:
+            self.wall[stage] = self.wall.get(stage, 0.0) + end[0] - start[0]
+            self.cpu[stage] = self.cpu.get(stage, 0.0) + end[1] - start[1]
+
+    def __getstate__(self) -> dict:  # copies and pickles carry the numbers, not the lock
+        return {"wall": dict(self.wall), "cpu": dict(self.cpu)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+        self.wall.update(state["wall"])
+        self.cpu.update(state["cpu"])
+
+    def reset(self) -> None:
+        with self._lock:
+            self.wall.clear()
+            self.cpu.clear()
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """{stage: {"wall_s": ..., "cpu_s": ...}}, rounded to milliseconds."""
+        with self._lock:
+            return {
+                k: {"wall_s": round(self.wall[k], 3), "cpu_s": round(self.cpu[k], 3)}
+                for k in self.wall
+            }
 
 
 def seed_everything(seed: int) -> None:

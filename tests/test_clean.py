@@ -55,6 +55,9 @@ def test_outputs_mirror_inputs(scans: Path, tmp_path: Path, restorer: Restorer) 
     assert {p: p.read_bytes() for p in scans.rglob("*") if p.is_file()} == before
     record = json.loads((out / "clean_run.json").read_text())
     assert record["processed"] == 6
+    # Where the time went, stage by stage, as the report says.
+    assert {"decode", "encode", "postprocess"} <= set(record["stages"])
+    assert record["stages"] == report.stages
 
 
 def test_rerun_skips_done_and_overwrite_redoes(scans: Path, tmp_path: Path, restorer) -> None:

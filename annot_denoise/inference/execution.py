@@ -19,7 +19,7 @@ from torch import nn
 
 from annot_denoise.config import MASK_DILATE
 from annot_denoise.models import model_outputs
-from annot_denoise.runtime import amp_dtype, autocast
+from annot_denoise.runtime import StageTimes, amp_dtype, autocast
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ CROP_LIMIT = 0.5
 # Test-time augmentation (``tta``): the four flips of a batch (numpy axes of
 # B x H x W [x C]). Transposes scored worse: text and speckle are not isotropic.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
+# On the CPU, tiles are batched up to this many pixels per network pass.
+TILE_PIXELS_CPU = 1024 * 1024
 
 
 class Network:
@@ -60,6 +62,8 @@ class Network:
         self.residual = bool(getattr(model, "residual", False))
         self.predicts_mask = bool(getattr(model, "predicts_mask", False))
         self.two_stage = hasattr(model, "detect") and hasattr(model, "inpaint")
+        # Where the time goes: the network's stages here, the rest by the caller.
+        self.stages = StageTimes()
 
     def _forward(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """B x h x w x C floats -> numpy outputs (``output``, ``content``, ``prob``)."""
@@ -81,6 +85,10 @@ class Network:
         }
 
     def _forward_once(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        with self.stages("network"):
+            return self._forward_network(batch)
+
+    def _forward_network(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         x = self._tensor(batch)
         kwargs = {"threshold": self.threshold, "dilate": self.dilate} if self.predicts_mask else {}
         with torch.inference_mode():
@@ -106,12 +114,25 @@ class Network:
                 tile //= 2
                 log.warning("out of GPU memory; retrying with %dx%d tiles", tile, tile)
 
-    def _tiled(self, net: np.ndarray, tile: int, forward) -> dict[str, np.ndarray]:
+    def _tiled(
+        self, net: np.ndarray, tile: int, forward, plane: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """``forward`` over ``net``: whole if it fits in ``tile``, else overlapping tiles
-        (a quarter of a tile) blended with Gaussian weights."""
+        (a quarter of a tile) blended with Gaussian weights. ``plane`` (H x W), when
+        given, is appended to each tile as its last channel (the detections the
+        inpainter takes), tile by tile: a whole-image copy with it would cost a
+        third more than the image on a large scan."""
         h, w, _ = net.shape
+
+        def cut(y: int, x: int, th: int, tw: int) -> np.ndarray:
+            part = net[y : y + th, x : x + tw]
+            if plane is None:
+                return part
+            extra = plane[y : y + th, x : x + tw, None].astype(part.dtype)
+            return np.concatenate([part, extra], axis=2)
+
         if h <= tile and w <= tile:
-            return {k: v[0] for k, v in forward(net[None]).items()}
+            return {k: v[0] for k, v in forward(cut(0, 0, h, w)[None]).items()}
         overlap = tile // 4
         ys, xs = starts(h, tile, overlap), starts(w, tile, overlap)
         weight = gaussian(min(tile, h), min(tile, w))
@@ -119,9 +140,10 @@ class Network:
         acc: dict[str, np.ndarray] = {}
         total = np.zeros((h, w), np.float32)
         boxes = [(y, x) for y in ys for x in xs]
-        for start in range(0, len(boxes), self.batch_size):
-            chunk = boxes[start : start + self.batch_size]
-            out = forward(np.stack([net[y : y + th, x : x + tw] for y, x in chunk]))
+        per_pass = self.tiles_per_pass(th * tw)
+        for start in range(0, len(boxes), per_pass):
+            chunk = boxes[start : start + per_pass]
+            out = forward(np.stack([cut(y, x, th, tw) for y, x in chunk]))
             for i, (y, x) in enumerate(chunk):
                 for key, value in out.items():
                     if key not in acc:
@@ -133,10 +155,23 @@ class Network:
             value /= total if value.ndim == 2 else total[..., None]
         return acc
 
+    def tiles_per_pass(self, pixels: int) -> int:
+        """How many tiles of ``pixels`` go through the network at once.
+
+        On a GPU a batch fills the device (``batch_size``). On the CPU a large tile
+        already keeps every core busy, and a batch only multiplies the memory the
+        network's activations take: tiles go one by one up to a megapixel per pass
+        (the outputs are the same either way: each tile is computed on its own).
+        """
+        if self.device.type != "cpu":
+            return self.batch_size
+        return max(1, min(self.batch_size, TILE_PIXELS_CPU // max(pixels, 1)))
+
     def _detect(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         views = FLIPS if self.tta else FLIPS[:1]
-        prob = sum(flip(self._detect_once(flip(batch, axes)), axes) for axes in views)
-        return {"prob": prob / len(views)}
+        with self.stages("detect"):
+            prob = sum(flip(self._detect_once(flip(batch, axes)), axes) for axes in views)
+            return {"prob": prob / len(views)}
 
     def _detect_once(self, batch: np.ndarray) -> np.ndarray:
         x = self._tensor(batch)
@@ -146,15 +181,16 @@ class Network:
 
     def _inpaint(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Content and hole for a batch of scans with their detection as last channel."""
-        content, hole = self._inpaint_once(batch, self.dilate)
-        if self.tta:
-            # The other views paint the very same hole (grown by 0 px it stays as
-            # given), so only the content is averaged.
-            given = np.concatenate([batch[..., :-1], hole[..., None]], axis=-1)
-            for axes in FLIPS[1:]:
-                content += flip(self._inpaint_once(flip(given, axes), 0)[0], axes)
-            content /= len(FLIPS)
-        return {"content": content, "hole": hole}
+        with self.stages("inpaint"):
+            content, hole = self._inpaint_once(batch, self.dilate)
+            if self.tta:
+                # The other views paint the very same hole (grown by 0 px it stays as
+                # given), so only the content is averaged.
+                given = np.concatenate([batch[..., :-1], hole[..., None]], axis=-1)
+                for axes in FLIPS[1:]:
+                    content += flip(self._inpaint_once(flip(given, axes), 0)[0], axes)
+                content /= len(FLIPS)
+            return {"content": content, "hole": hole}
 
     def _inpaint_once(self, batch: np.ndarray, dilate: int) -> tuple[np.ndarray, np.ndarray]:
         x = self._tensor(batch[..., :-1])

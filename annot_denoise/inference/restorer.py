@@ -102,14 +102,17 @@ class Restorer(Network):
 
     def restore(self, images: Sequence[np.ndarray]) -> list[Restored]:
         """Clean a batch of images (any sizes, dtypes and channel layouts)."""
-        nets = [self._network_input(img) for img in images]
-        if self.size is not None:
-            preds = self._predict_resized(nets)
-        elif self.two_stage:
-            preds = self._predict_two_stage(nets)
-        else:
-            preds = [self._predict_native(net) for net in nets]
-        return [self._finish(img, p) for img, p in zip(images, preds)]
+        # The networks' own time is theirs (see execution); the rest is the steps
+        # and conversions around them.
+        with self.stages("postprocess"):
+            nets = [self._network_input(img) for img in images]
+            if self.size is not None:
+                preds = self._predict_resized(nets)
+            elif self.two_stage:
+                preds = self._predict_two_stage(nets)
+            else:
+                preds = [self._predict_native(net) for net in nets]
+            return [self._finish(img, p) for img, p in zip(images, preds)]
 
     def inpaint(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[Restored]:
         """Repaint given masks (True = annotation) with the inpainter; no detection.
@@ -128,10 +131,11 @@ class Restorer(Network):
         for image, mask in zip(images, masks):
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"a mask of {mask.shape} for an image of {image.shape[:2]}")
-            net = self._network_input(image)
-            given = mask.astype(bool)
-            frame = Frame(net=net, detected=given, prob=given.astype(np.float32))
-            restored.append(self._finish(image, self._inpaint_around(frame)))
+            with self.stages("postprocess"):
+                net = self._network_input(image)
+                given = mask.astype(bool)
+                frame = Frame(net=net, detected=given, prob=given.astype(np.float32))
+                restored.append(self._finish(image, self._inpaint_around(frame)))
         return restored
 
     # ------------------------------------------------------------------ prediction
@@ -211,17 +215,24 @@ class Restorer(Network):
         frame.fill, frame.hole = net, hole
         if not detected.any():
             return frame
-        content = net.copy()
-        for box, own in crops(detected):
-            sub = np.concatenate([net[box], detected[box][..., None].astype(np.float32)], axis=2)
+        boxes = crops(detected)
+        whole = len(boxes) == 1 and boxes[0][1].shape == detected.shape and boxes[0][1].all()
+        content = None if whole else net.copy()
+        for box, own in boxes:
             out = self._with_oom_fallback(
-                lambda tile, sub=sub: self._tiled(sub, tile, self._inpaint)
+                lambda tile, box=box: self._tiled(net[box], tile, self._inpaint, detected[box])
             )
-            painted = out["hole"] > 0.5
-            crop = Frame(net=net[box], detected=painted, hole=painted, fill=out["content"])
+            painted = out.pop("hole") > 0.5
+            crop = Frame(net=net[box], detected=painted, hole=painted, fill=out.pop("content"))
             crop = run_stage("inpainting", crop, self.postprocess)
             take = own & painted
-            content[box][take] = crop.fill[take]
+            if content is None:
+                # One crop, the whole image: its fill becomes the content, with the
+                # input outside the hole (no second copy of a large scan).
+                content = crop.fill
+                np.copyto(content, net, where=~take[..., None])
+            else:
+                content[box][take] = crop.fill[take]
             hole[box][take] = True
         frame.fill = content
         return frame
