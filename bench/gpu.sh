@@ -2,7 +2,8 @@
 # One GPU session: train the default model, then run the speed benchmark.
 # Run from the repository root on a machine with a CUDA GPU:
 #   OUT=/some/folder bash bench/gpu.sh
-# SPEED_ONLY=1 skips training and times the shipped default and fast models (about 4 min).
+# SPEED_ONLY=1 skips training and times the shipped default, with and without --tta
+# (about 4 min).
 # Results land in $OUT (default-model run files, speed section, logs).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-session}
@@ -19,6 +20,6 @@ if [ -z "${SPEED_ONLY:-}" ]; then
   cp runs/default-model/metrics.jsonl runs/default-model/config.yaml "$OUT/"
   MODEL=runs/default-model/best.pt
 fi
-timeout 240 "$PY" bench/speed.py --device cuda --images 200 --batch 16 --workers 8 \
-  --model "$MODEL" --also fast=fast --results "$OUT/speed.md" > "$OUT/speed.log" 2>&1
+timeout 300 "$PY" bench/speed.py --device cuda --images 200 --batch 16 --workers 8 \
+  --model "$MODEL" --tta --results "$OUT/speed.md" > "$OUT/speed.log" 2>&1
 echo "speed exit: $?" >> "$OUT/speed.log"

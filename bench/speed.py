@@ -1,5 +1,6 @@
 """Speed benchmark: clean throughput against the reference loop and the I/O ceiling,
-training throughput, the compute ceiling, and peak memory on a 4000x4000 scan.
+where clean's time goes (decode, detect, inpaint, post-process, encode), training
+throughput, the compute ceiling, and peak memory on a 4000x4000 scan.
 
     python bench/speed.py [--device auto] [--images 200] [--model PATH] [--out /tmp/speed-bench]
 
@@ -90,7 +91,9 @@ def time_clean(
     workers: int,
     streams: int | None = None,
     tta: bool = False,
-) -> float:
+) -> tuple[float, dict]:
+    """Seconds clean took, and its stages: {stage: {"wall_s", "cpu_s"}} plus the
+    process's CPU seconds over the run (``"process_cpu_s"``)."""
     from annot_denoise.clean import clean
     from annot_denoise.config import CleanConfig
     from annot_denoise.inference import Restorer
@@ -99,8 +102,8 @@ def time_clean(
     model, meta = load_model(ckpt, device)
     restorer = Restorer.from_checkpoint(model, meta, device, batch_size=batch, tta=tta)
     restorer.restore([np.zeros((540, 960), np.uint8)])  # warm-up (kernels, allocator)
-    start = time.perf_counter()
-    clean(
+    start, cpu = time.perf_counter(), time.process_time()
+    report = clean(
         CleanConfig(
             inputs=paths[0].parent,
             out=out,
@@ -111,7 +114,38 @@ def time_clean(
         ),
         restorer,
     )
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    assert report.ok, report.failed
+    return seconds, {**report.stages, "process_cpu_s": time.process_time() - cpu}
+
+
+STAGES = ("decode", "detect", "inpaint", "postprocess", "network", "encode")
+
+
+def stage_table(stages: dict, images: int, seconds: float) -> str:
+    """Where clean's time went: CPU and wall milliseconds per image in each stage,
+    summed over the threads that ran it, and each stage's share of the process's CPU."""
+    import os
+
+    cpu = stages["process_cpu_s"]
+    rows = []
+    for name in [*STAGES, *sorted(set(stages) - {*STAGES, "process_cpu_s"})]:
+        if name in stages:
+            t = stages[name]
+            rows.append([name, f"{1000 * t['cpu_s'] / images:.1f}", f"{t['cpu_s'] / cpu:.0%}",
+                         f"{1000 * t['wall_s'] / images:.1f}"])  # fmt: skip
+    rest = cpu - sum(v["cpu_s"] for k, v in stages.items() if k != "process_cpu_s")
+    rows.append(["other (threads, Python, libraries' own threads)",
+                 f"{1000 * rest / images:.1f}", f"{rest / cpu:.0%}", "-"])  # fmt: skip
+    rows.append(["all (process CPU)", f"{1000 * cpu / images:.1f}", "100%",
+                 f"{1000 * seconds / images:.1f} (elapsed)"])  # fmt: skip
+    table = markdown_table(["stage", "CPU ms / image", "share of CPU", "wall ms / image"], rows)
+    cores = os.cpu_count() or 1
+    return table + (
+        f"\nThe cores were busy {cpu / (seconds * cores):.0%} of the run ({cpu:.1f} CPU s over "
+        f"{seconds:.1f} s on {cores} cores). Wall times are summed over the threads of a stage, "
+        "which overlap.\n"
+    )
 
 
 def time_reference_loop(paths: list[Path], out: Path, ckpt: Path, device) -> float:
@@ -259,7 +293,8 @@ model, meta = load_model({str(Path(ckpt).resolve())!r}, dev)
 r = Restorer.from_checkpoint(model, meta, dev)
 if dev.type == "cuda":
     torch.cuda.reset_peak_memory_stats()
-report = clean(Path({str(src)!r}), Path({str(folder / "out")!r}), r, overwrite=True)
+report = clean(CleanConfig(inputs=Path({str(src)!r}), out=Path({str(folder / "out")!r}),
+                           overwrite=True), r)
 assert report.ok, report.failed
 gpu = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a big
@@ -329,21 +364,23 @@ def main() -> None:
     n, mpx = len(paths), len(paths) * 960 * 540 / 1e6
 
     t_io = time_io_ceiling(paths, out / "io", args.workers)
-    t_ours = time_clean(paths, out / "ours", ckpt, device, args.batch, args.workers)
+    t_ours, stages = time_clean(paths, out / "ours", ckpt, device, args.batch, args.workers)
     t_ref = time_reference_loop(paths, out / "ref", ref_ckpt, device)
     label = args.model or "untrained maskunet"
     also = []
     if device.type == "cpu":  # clean's default there is two streams; one, for comparison
-        t = time_clean(paths, out / "also", ckpt, device, args.batch, args.workers, streams=1)
+        t, _ = time_clean(paths, out / "also", ckpt, device, args.batch, args.workers, streams=1)
         also.append([f"annot-denoise clean ({label}, --streams 1)", f"{n / t:.1f}",
                      f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     if args.tta:
-        t = time_clean(paths, out / "also", ckpt, device, args.batch, args.workers, tta=True)
+        t, _ = time_clean(paths, out / "also", ckpt, device, args.batch, args.workers, tta=True)
         also.append([f"annot-denoise clean ({label}, --tta)", f"{n / t:.1f}",
                      f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     for item in args.also:
         name, _, spec = item.partition("=")
-        t = time_clean(paths, out / "also", resolve_model(spec), device, args.batch, args.workers)
+        t, _ = time_clean(
+            paths, out / "also", resolve_model(spec), device, args.batch, args.workers
+        )
         also.append([f"annot-denoise clean ({name}, native 960x540)", f"{n / t:.1f}",
                      f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     rows = [
@@ -356,6 +393,7 @@ def main() -> None:
          "1.0x"],
     ]  # fmt: skip
     clean_table = markdown_table(["pipeline", "images/s", "Mpx/s", "vs reference"], rows)
+    stages_table = stage_table(stages, n, t_ours)
 
     dtype = amp_dtype(device, True)
     train_rows = [
@@ -388,7 +426,8 @@ def main() -> None:
 
     body = (
         f"{n} phantom scans, 960x540 PNG in and out, device {device}, batch {args.batch}, "
-        f"{args.workers} I/O threads.\n\n{clean_table}\n{train_table}\n"
+        f"{args.workers} I/O threads.\n\n{clean_table}\n"
+        f"Where the time of clean ({label}) went:\n\n{stages_table}\n{train_table}\n"
         f"- compute ceiling: clean spent {flops / 1e9:.1f} GFLOP per 960x540 image (counted "
         f"on {min(16, n)} of them: the detector on the whole scan, the inpainter around "
         f"what it found; a full forward pass of the default architecture is "
@@ -406,7 +445,7 @@ def main() -> None:
             f"clean ({label}) {n / t_ours:.1f} images/s at 960x540 on {device}, "
             f"{t_ref / t_ours:.1f}x the reference loop, {fraction:.0%} of the compute ceiling"
         )
-        append_results("Speed (issue 5)", body, headline=headline, **where)
+        append_results("Speed (issue 19)", body, headline=headline, **where)
         record_speedup(t_ref / t_ours, machine(), **where)
 
 
