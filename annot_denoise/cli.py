@@ -417,6 +417,7 @@ def eval_cmd(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 4,
+    streams: Streams = None,
     mask_threshold: MaskThreshold = None,
     dilate: Dilate = None,
     tile: Tile = 1024,
@@ -439,8 +440,8 @@ def eval_cmd(
 
     cfg = EvalConfig(
         data_dir=data_dir, out=out_dir, model=model, reference=reference, device=device,
-        batch_size=batch_size, mask_threshold=mask_threshold, dilate=dilate, tile=tile,
-        tta=tta, postprocess=postprocess, oracle=oracle,
+        batch_size=batch_size, streams=streams, mask_threshold=mask_threshold,
+        dilate=dilate, tile=tile, tta=tta, postprocess=postprocess, oracle=oracle,
     )  # fmt: skip
     restorer, ckpt = _restorer(cfg)
     if oracle and not restorer.takes_masks:
@@ -466,7 +467,7 @@ def eval_cmd(
     raise typer.Exit(0 if report.ok else 1)
 
 
-# clean's own options, named here so the command reads as a list.
+# clean's own options (and --streams, eval's too), named here so the command reads as a list.
 Streams = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(

@@ -254,6 +254,9 @@ class InferenceConfig(_Strict):
     )
     tile: int = Field(1024, ge=64, description="larger images go through overlapping tiles")
     tta: bool = Field(False, description="average the network over the four flips")
+    streams: int | None = Field(
+        None, ge=1, description="CPU: batches in the network at once; null: 2 (1 on a GPU)"
+    )
     postprocess: str | None = Field(
         None, description="'default', 'none' or step names separated by commas; null: model's"
     )
@@ -278,9 +281,6 @@ class CleanConfig(InferenceConfig):
     inputs: Path = Field(description="an image file or a folder, searched recursively")
     out: Path = Field(Path("cleaned"), description="output folder; mirrors the input tree")
     workers: int = Field(2, ge=1, description="threads for reading and writing")
-    streams: int | None = Field(
-        None, ge=1, description="CPU: batches in the network at once; null: 2 (1 on a GPU)"
-    )
     overwrite: bool = Field(False, description="redo images whose output exists")
     masks: Path | None = Field(
         None, description="a folder of given masks mirroring inputs, used instead of detection"

@@ -108,3 +108,34 @@ def test_oracle_rows_score_the_inpainter_given_the_true_mask(
     assert "f1" in m["m"] and "f1" not in m["m (true mask)"]  # a given mask is not scored
     # Told where the marks are, the inpainter beats doing nothing inside them.
     assert m["m (true mask)"]["psnr_mask"] > m["identity"]["psnr_mask"]
+
+
+def test_batches_scored_side_by_side_keep_order_and_failures(
+    synth_dir: Path, tmp_path: Path
+) -> None:
+    """Streams change when a batch is scored, never what is written or in which order."""
+    import shutil
+
+    import torch
+    from standins import BrightMarksInTwoStages
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    names = sorted(p.name for p in (data / "annotated").iterdir())
+    (data / "annotated" / names[3]).write_bytes(b"not an image")  # a failure mid-batch
+    r = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"))
+    outputs = {}
+    for streams in (1, 3):
+        out = tmp_path / f"ev{streams}"
+        cfg = EvalConfig(data_dir=data, out=out, batch_size=2, streams=streams, sheet_rows=3)
+        report = evaluate(cfg, {"model": r})
+        assert len(report.failed) == 1 and names[3] in report.failed[0]
+        assert json.loads((out / "report.json").read_text())["streams"] == streams
+        outputs[streams] = (
+            (out / "per_image.csv").read_text(),
+            read_image(out / "contact_sheet.png"),
+        )
+    rows = list(csv.DictReader((tmp_path / "ev3" / "per_image.csv").open()))
+    assert [r["image"] for r in rows[::4]] == [n for n in names if n != names[3]]
+    assert outputs[1][0] == outputs[3][0]
+    assert np.array_equal(outputs[1][1], outputs[3][1])

@@ -16,11 +16,14 @@ import json
 import logging
 import math
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from annot_denoise.config import EvalConfig
 from annot_denoise.evaluation.baselines import BASELINES
@@ -39,6 +42,7 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.progress import Progress
+from annot_denoise.runtime import inference_streams, intra_op_threads
 from annot_denoise.training.data import DatasetError, check_pairs, find_pairs, read_pair
 
 log = logging.getLogger(__name__)
@@ -101,17 +105,39 @@ def evaluate(
         f"{name} (true mask)": r for name, r in models.items() if cfg.oracle and r.takes_masks
     }
     scoring = _Scoring(models, oracles, tuple(cfg.baselines), cfg.sheet_rows)
-    with progress.task("evaluating", total=len(pairs)) as bar:
-        for start in range(0, len(pairs), cfg.batch_size):
-            chunk = pairs[start : start + cfg.batch_size]
-            scoring.add(chunk, failed)
-            bar.advance(len(chunk))
+    shown = scoring.first or cfg.baselines[0]
+    chunks = [pairs[i : i + cfg.batch_size] for i in range(0, len(pairs), cfg.batch_size)]
+    # As clean runs: batches side by side on the CPU, each scored whole (models,
+    # baselines, metrics) in its stream, merged in input order.
+    device = next(iter(models.values())).device if models else torch.device("cpu")
+    streams, threads = inference_streams(device, cfg.streams, len(chunks))
+    with (
+        ThreadPoolExecutor(streams) as pool,
+        intra_op_threads(threads),
+        progress.task("evaluating", total=len(pairs)) as bar,
+    ):
+        running: deque[tuple[int, Future[_Scored]]] = deque()
+        for chunk in chunks:
+            running.append((len(chunk), pool.submit(scoring.score, chunk)))
+            if len(running) >= streams:
+                size, done = running.popleft()
+                scoring.merge(done.result(), failed)
+                bar.advance(size)
+        while running:
+            size, done = running.popleft()
+            scoring.merge(done.result(), failed)
+            bar.advance(size)
+        # The gallery's images are restored again: with the same threads, the same bits.
+        gallery = _gallery(pairs, scoring.rows, shown, models.get(shown))
     rows = scoring.rows
     summary = {name: _summary([r for r in rows if r["method"] == name]) for name in scoring.methods}
     report = EvalReport(out_dir, summary, rows, failed, time.perf_counter() - started)
-    settings = {"settings": cfg.model_dump(mode="json")}
+    settings = {
+        "settings": cfg.model_dump(mode="json"),
+        "streams": streams,
+        "threads_per_stream": threads,
+    }
     _write_report(report, data_dir, len({r["image"] for r in rows}), settings | (meta or {}))
-    shown = scoring.first or cfg.baselines[0]
     if scoring.sheet:
         grid = contact_sheet(scoring.sheet, labels=["annotated", shown, "truth", "mask"])
         write_image(out_dir / "contact_sheet.png", grid)
@@ -119,7 +145,7 @@ def evaluate(
         out_dir / "report.html",
         title=f"annot-denoise evaluation: {data_dir}",
         methods=summary,
-        gallery=_gallery(pairs, rows, shown, models.get(shown)),
+        gallery=gallery,
         curves=curves,
         notes=[
             f"{len({r['image'] for r in rows})} image pairs; gallery: {shown}, chosen by PSNR "
@@ -148,14 +174,16 @@ class _Scoring:
         self.rows: list[dict] = []
         self.sheet: list[list[np.ndarray]] = []
 
-    def add(self, chunk: list, failed: list[str]) -> None:
+    def score(self, chunk: list) -> _Scored:
+        """Every method on one batch of pairs: their rows, failures and sheet rows.
+        Touches nothing shared, so batches can be scored side by side."""
+        scored = _Scored()
         loaded = []
         for pair in chunk:
             try:
                 loaded.append((pair, *read_pair(pair)))
             except ImageReadError as exc:
-                failed.append(str(exc))
-                log.error("%s", exc)
+                scored.failed.append(str(exc))
         annotated = [annot for _, annot, _, _ in loaded]
         masks = [mask for _, _, _, mask in loaded]
         learned = {name: r.restore(annotated) for name, r in self.models.items()}
@@ -169,10 +197,28 @@ class _Scoring:
             for name in self.methods:
                 output, predicted = results[name]
                 metrics = score(output, clean, annot, mask, predicted)
-                self.rows.append({"image": pair.name, "method": name, **metrics})
-            if len(self.sheet) < self.sheet_rows:
+                scored.rows.append({"image": pair.name, "method": name, **metrics})
+            if i < self.sheet_rows:  # only the first rows of the first batches are kept
                 shown = results[self.first or self.baselines[0]][0]
-                self.sheet.append([annot, shown, clean, mask])
+                scored.sheet.append([annot, shown, clean, mask])
+        return scored
+
+    def merge(self, scored: _Scored, failed: list[str]) -> None:
+        """Add one scored batch, in input order."""
+        for line in scored.failed:
+            failed.append(line)
+            log.error("%s", line)
+        self.rows += scored.rows
+        self.sheet += scored.sheet[: self.sheet_rows - len(self.sheet)]
+
+
+@dataclass
+class _Scored:
+    """What scoring one batch gives."""
+
+    rows: list[dict] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    sheet: list[list[np.ndarray]] = field(default_factory=list)
 
 
 def _summary(rows: list[dict]) -> dict[str, float]:
