@@ -198,13 +198,17 @@ class Restorer(Network):
                 for i, prob in zip(chunk, found):
                     probs[i] = prob
         frames = []
-        for net, prob in zip(nets, probs):
+        for i, net in enumerate(nets):
+            prob, probs[i] = probs[i], None
             if prob is None:  # larger than a tile
                 prob = self._with_oom_fallback(
                     lambda tile, net=net: self._tiled(net, tile, self._detect)
                 )["prob"]
             frame = Frame(net=net, detected=prob > self.threshold, prob=prob)
             frame = run_stage("detection", frame, self.postprocess)
+            # The probabilities are for the detection steps; on a large scan they
+            # would take a third of the image's memory through the inpainting.
+            frame.prob = prob = None
             frames.append(self._inpaint_around(frame))
         return frames
 
