@@ -248,10 +248,11 @@ def clean(
         f" (model {Path(str(meta['model'])).name})" if meta and meta.get("model") else ""
     )
     run = _Run(cfg, restorer, guard, description, cfg.preview if world.main else 0)
-    batches = max(1, -(-len(todo) // cfg.batch_size))
+    batch_size = cfg.batch_size or restorer.batch_size
+    batches = max(1, -(-len(todo) // batch_size))
     streams, threads = inference_streams(restorer.device, cfg.streams, batches)
     restorer.stages.reset()
-    rows = run.execute(todo, report, progress, streams, threads)
+    rows = run.execute(todo, report, progress, batch_size, streams, threads)
     report.seconds = time.perf_counter() - started
     report.stages = restorer.stages.snapshot()
     if cfg.report_csv:
@@ -273,6 +274,7 @@ def clean(
         "dilate": restorer.dilate if restorer.predicts_mask else None,
         "tta": restorer.tta,
         "postprocess": list(restorer.postprocess.steps) if restorer.predicts_mask else None,
+        "batch_size": batch_size,
         "streams": streams,
         "threads_per_stream": threads,
         "seconds": round(report.seconds, 2),
@@ -350,6 +352,7 @@ class _Run:
         todo: list[tuple[Path, Path]],
         report: CleanReport,
         progress: Progress,
+        batch_size: int,
         streams: int,
         threads: int,
     ) -> dict[str, dict]:
@@ -364,7 +367,7 @@ class _Run:
             intra_op_threads(threads),
             progress.task("cleaning", len(todo)) as bar,
         ):
-            for chunk, reads in _prefetch(pool, self.read, todo, self.cfg.batch_size):
+            for chunk, reads in _prefetch(pool, self.read, todo, batch_size):
                 scans, dests = [], []
                 for (src, dst), fut in zip(chunk, reads):
                     try:

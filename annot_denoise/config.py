@@ -245,7 +245,9 @@ class InferenceConfig(_Strict):
         None, description="a checkpoint or the name of a shipped model; null: 'default'"
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    batch_size: int = Field(4, ge=1, description="images (or tiles) per forward pass")
+    batch_size: int | None = Field(
+        None, ge=1, description="images (or tiles) per pass; null: 4 on the CPU, 16 on a GPU"
+    )
     mask_threshold: float | None = Field(
         None, ge=0, le=1, description="probability above which a pixel is a mark; null: model's"
     )

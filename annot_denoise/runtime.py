@@ -73,6 +73,21 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+# Images per network pass when the user names none (``inference_batch``).
+BATCH = {"cpu": 4, "cuda": 16}
+
+
+def inference_batch(device: torch.device, batch_size: int | None = None) -> int:
+    """Images per network pass on ``device``: ``batch_size`` when given, else
+    ``BATCH``'s for its type (4 elsewhere).
+
+    On the CPU a 960x540 scan keeps its stream's core busy on its own and every
+    stream holds a batch, so a larger batch only adds memory and a longer wait
+    for the last one; a GPU needs many images in a pass to fill it.
+    """
+    return batch_size if batch_size is not None else BATCH.get(device.type, 4)
+
+
 def inference_streams(
     device: torch.device, streams: int | None = None, batches: int | None = None
 ) -> tuple[int, int]:

@@ -58,6 +58,7 @@ def test_outputs_mirror_inputs(scans: Path, tmp_path: Path, restorer: Restorer) 
     # Where the time went, stage by stage, as the report says.
     assert {"decode", "encode", "postprocess"} <= set(record["stages"])
     assert record["stages"] == report.stages
+    assert record["batch_size"] == restorer.batch_size  # none given: the restorer's
 
 
 def test_rerun_skips_done_and_overwrite_redoes(scans: Path, tmp_path: Path, restorer) -> None:

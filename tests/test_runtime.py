@@ -70,3 +70,14 @@ def test_a_copy_keeps_the_numbers_and_counts_on_its_own() -> None:
         with twin("detect"):
             _busy(0.01)
         assert twin.snapshot() != stages.snapshot()
+
+
+def test_batch_size_is_chosen_for_the_device_unless_given() -> None:
+    import torch
+
+    from annot_denoise.runtime import inference_batch
+
+    assert inference_batch(torch.device("cpu")) == 4
+    assert inference_batch(torch.device("cuda")) == 16
+    assert inference_batch(torch.device("mps")) == 4
+    assert inference_batch(torch.device("cuda"), 3) == 3

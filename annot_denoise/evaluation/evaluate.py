@@ -42,7 +42,7 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.progress import Progress
-from annot_denoise.runtime import inference_streams, intra_op_threads
+from annot_denoise.runtime import inference_batch, inference_streams, intra_op_threads
 from annot_denoise.training.data import DatasetError, check_pairs, find_pairs, read_pair
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,11 @@ def evaluate(
     }
     scoring = _Scoring(models, oracles, tuple(cfg.baselines), cfg.sheet_rows)
     shown = scoring.first or cfg.baselines[0]
-    chunks = [pairs[i : i + cfg.batch_size] for i in range(0, len(pairs), cfg.batch_size)]
     # As clean runs: batches side by side on the CPU, each scored whole (models,
     # baselines, metrics) in its stream, merged in input order.
     device = next(iter(models.values())).device if models else torch.device("cpu")
+    size = inference_batch(device, cfg.batch_size)
+    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
     streams, threads = inference_streams(device, cfg.streams, len(chunks))
     with (
         ThreadPoolExecutor(streams) as pool,
@@ -134,6 +135,7 @@ def evaluate(
     report = EvalReport(out_dir, summary, rows, failed, time.perf_counter() - started)
     settings = {
         "settings": cfg.model_dump(mode="json"),
+        "batch_size": size,
         "streams": streams,
         "threads_per_stream": threads,
     }

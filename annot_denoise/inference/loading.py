@@ -11,7 +11,7 @@ from annot_denoise.distributed import from_env, rank_device
 from annot_denoise.inference.postprocess import with_steps
 from annot_denoise.inference.restorer import Restorer
 from annot_denoise.pretrained import resolve_model
-from annot_denoise.runtime import resolve_device
+from annot_denoise.runtime import inference_batch, resolve_device
 from annot_denoise.training.checkpoint import load_model
 
 
@@ -31,7 +31,7 @@ def load_restorer(
         threshold=settings.mask_threshold,
         dilate=settings.dilate,
         tile=settings.tile,
-        batch_size=settings.batch_size,
+        batch_size=inference_batch(device, settings.batch_size),
         tta=settings.tta,
     )
     try:
