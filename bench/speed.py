@@ -91,16 +91,18 @@ def time_clean(
     workers: int,
     streams: int | None = None,
     tta: bool = False,
+    postprocess: str | None = None,
 ) -> tuple[float, dict]:
     """Seconds clean took, and its stages: {stage: {"wall_s", "cpu_s"}} plus the
     process's CPU seconds over the run (``"process_cpu_s"``)."""
     from annot_denoise.clean import clean
     from annot_denoise.config import CleanConfig
-    from annot_denoise.inference import Restorer
+    from annot_denoise.inference import Restorer, with_steps
     from annot_denoise.training.checkpoint import load_model
 
     model, meta = load_model(ckpt, device)
     restorer = Restorer.from_checkpoint(model, meta, device, batch_size=batch, tta=tta)
+    restorer.postprocess = with_steps(restorer.postprocess, postprocess)
     restorer.restore([np.zeros((540, 960), np.uint8)])  # warm-up (kernels, allocator)
     start, cpu = time.perf_counter(), time.process_time()
     report = clean(
@@ -340,7 +342,17 @@ def main() -> None:
         "line stays --model's",
     )
     parser.add_argument("--tta", action="store_true", help="also time --model with clean --tta")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--postprocess",
+        action="append",
+        default=[],
+        metavar="STEPS",
+        help="also time --model with clean --postprocess STEPS ('none', or step names "
+        "separated by commas): what the post-processing steps cost",
+    )
+    parser.add_argument(
+        "--batch", type=int, help="clean's --batch-size (default: clean's for the device)"
+    )
     parser.add_argument("--workers", type=int, default=4, help="clean's read/write threads")
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("/tmp/speed-bench"))
@@ -351,9 +363,10 @@ def main() -> None:
     import torch
 
     from annot_denoise.pretrained import resolve_model
-    from annot_denoise.runtime import amp_dtype, resolve_device
+    from annot_denoise.runtime import amp_dtype, inference_batch, resolve_device
 
     device = resolve_device(args.device)
+    args.batch = inference_batch(device, args.batch)
     out = args.out
     paths = make_inputs(out / "inputs", args.images)
     if args.model:
@@ -375,6 +388,12 @@ def main() -> None:
     if args.tta:
         t, _ = time_clean(paths, out / "also", ckpt, device, args.batch, args.workers, tta=True)
         also.append([f"annot-denoise clean ({label}, --tta)", f"{n / t:.1f}",
+                     f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
+    for steps in args.postprocess:
+        t, _ = time_clean(
+            paths, out / "also", ckpt, device, args.batch, args.workers, postprocess=steps
+        )
+        also.append([f"annot-denoise clean ({label}, --postprocess {steps})", f"{n / t:.1f}",
                      f"{mpx / t:.1f}", f"{t_ref / t:.1f}x"])  # fmt: skip
     for item in args.also:
         name, _, spec = item.partition("=")
