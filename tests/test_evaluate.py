@@ -127,10 +127,11 @@ def test_batches_scored_side_by_side_keep_order_and_failures(
     outputs = {}
     for streams in (1, 3):
         out = tmp_path / f"ev{streams}"
-        cfg = EvalConfig(data_dir=data, out=out, batch_size=2, streams=streams, sheet_rows=3)
+        cfg = EvalConfig(data_dir=data, out=out, batch_size=3, streams=streams, sheet_rows=3)
         report = evaluate(cfg, {"model": r})
         assert len(report.failed) == 1 and names[3] in report.failed[0]
-        assert json.loads((out / "report.json").read_text())["streams"] == streams
+        record = json.loads((out / "report.json").read_text())
+        assert (record["streams"], record["batch_size"]) == (streams, 3)
         outputs[streams] = (
             (out / "per_image.csv").read_text(),
             read_image(out / "contact_sheet.png"),

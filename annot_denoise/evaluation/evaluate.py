@@ -121,13 +121,13 @@ def evaluate(
         for chunk in chunks:
             running.append((len(chunk), pool.submit(scoring.score, chunk)))
             if len(running) >= streams:
-                size, done = running.popleft()
+                count, done = running.popleft()
                 scoring.merge(done.result(), failed)
-                bar.advance(size)
+                bar.advance(count)
         while running:
-            size, done = running.popleft()
+            count, done = running.popleft()
             scoring.merge(done.result(), failed)
-            bar.advance(size)
+            bar.advance(count)
         # The gallery's images are restored again: with the same threads, the same bits.
         gallery = _gallery(pairs, scoring.rows, shown, models.get(shown))
     rows = scoring.rows
