@@ -147,7 +147,9 @@ class StageTimes:
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        stack = self._local.__dict__.setdefault("stack", [])
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
         now = (time.perf_counter(), time.thread_time())
         if stack:  # the enclosing stage pauses
             self._charge(stack[-1][0], stack[-1][1], now)

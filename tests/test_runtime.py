@@ -26,8 +26,6 @@ def test_nested_stages_count_each_second_once() -> None:
     # The inner stage's time is its own only: the outer one holds what is left.
     assert got["inner"]["cpu_s"] >= 0.05 and got["outer"]["cpu_s"] >= 0.04
     assert got["outer"]["cpu_s"] < got["inner"]["cpu_s"]
-    total = sum(v["wall_s"] for v in got.values())
-    assert total >= got["inner"]["wall_s"] + got["outer"]["wall_s"] - 0.002
 
 
 def test_stages_sum_over_threads_and_reset() -> None:
