@@ -376,6 +376,15 @@ def test_resume_keeps_the_architecture(
     assert {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()} == before
 
 
+def test_resume_takes_a_new_learning_rate(run_copy: Path) -> None:
+    """`--resume RUN --set optim.lr=...` continues at that rate, not the saved one."""
+    change = {"optim": {"lr": 1e-4, "scheduler": "constant"}, "train": {"epochs": 3}}
+    train(_resumed(run_copy, change), device="cpu", resume=True)
+    rows = [json.loads(x) for x in (run_copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[1]["lr"] != pytest.approx(1e-4) and rows[2]["lr"] == pytest.approx(1e-4)
+
+
 def test_an_exported_model_cannot_be_resumed(run_copy: Path) -> None:
     from annot_denoise.training.checkpoint import export_model
 

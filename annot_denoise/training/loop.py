@@ -96,8 +96,11 @@ def train(
             ckpt, model, optimizer, scheduler, scaler, run_dir / "last.pt"
         )
         history = list(ckpt.get("history", []))
+        before = rundir.adopt_learning_rate(optimizer, scheduler, cfg.optim.lr)
         if world.main:
             _tidy_resumed(run_dir, ckpt, step)
+            if before is not None:
+                log.info("peak learning rate %.3g (the run's was %.3g)", cfg.optim.lr, before)
     step_model = _wrapped(model, cfg, world, dev)
     writer = None
     if world.main:

@@ -133,6 +133,21 @@ def restore_state(
         ) from None
 
 
+def adopt_learning_rate(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float
+) -> float | None:
+    """A resumed run at the config's peak learning rate (``--set optim.lr``) rather
+    than the one its optimiser state was saved with; the old rate if it changed."""
+    old = scheduler.base_lrs[0]
+    if math.isclose(old, lr, rel_tol=1e-9):
+        return None
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(scheduler.last_epoch)
+    return old
+
+
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
     """The validated config with absolute paths, so that --resume works from anywhere."""
     saved = cfg.model_copy(deep=True)
