@@ -70,7 +70,7 @@ def run_demo(
                 "depth": arch["depth"],
                 "init": "default",
             },
-            "optim": {"name": "adamw", "lr": 5e-4, "warmup_steps": 10},
+            "optim": {"name": "adamw", "lr": 1e-4, "warmup_steps": 10},
             "train": {"epochs": 100, "batch_size": 8, "workers": 1, "max_minutes": minutes},
             "output": {"dir": str(run_dir)},
         },
