@@ -239,6 +239,17 @@ def test_a_spent_time_budget_still_trains_a_step(synth_dir: Path, tmp_path: Path
     assert result.epochs == len(rows) == 1
 
 
+def test_a_time_budget_ends_the_run_rather_than_start_a_sliver_of_an_epoch() -> None:
+    from annot_denoise.training.loop import budget_horizon
+
+    # 200 steps an epoch: 15 steps left is too few for an epoch and its validation.
+    assert budget_horizon(step=400, fit=415, cap=10_000, epoch_steps=200) == 400
+    assert budget_horizon(step=400, fit=450, cap=10_000, epoch_steps=200) == 450
+    assert budget_horizon(step=400, fit=900, cap=500, epoch_steps=200) == 500  # the cap
+    assert budget_horizon(step=400, fit=300, cap=10_000, epoch_steps=200) == 400  # overdue
+    assert budget_horizon(step=4, fit=5, cap=100, epoch_steps=3) == 5  # tiny epochs: a step
+
+
 def _poison(monkeypatch, after_first_epoch: bool) -> None:
     """Make the training loss NaN from the first step, or once an epoch has finished."""
     import annot_denoise.training.loop as train_module

@@ -125,7 +125,8 @@ def train(
         if cfg.train.max_minutes:
             fit = _steps_within_budget(cfg, started, step, step - ckpt_step)
             # Every rank adopts the most cautious estimate so they stop together.
-            horizon[0] = distrib.min_over_ranks(max(step, min(cap, fit)), world, dev)
+            end = budget_horizon(step, fit, cap, len(loader))
+            horizon[0] = distrib.min_over_ranks(end, world, dev)
         train_loss = distrib.all_sum([train_loss * samples, samples], world, dev)
         train_loss, samples = train_loss[0] / max(train_loss[1], 1), int(train_loss[1])
         distrib.sync_buffers(model, world)
@@ -271,6 +272,14 @@ def _steps_within_budget(cfg: TrainConfig, started: float, step: int, taken: int
     elapsed = time.perf_counter() - started
     remaining = cfg.train.max_minutes * 60 - elapsed
     return step + int(remaining / (elapsed / max(taken, 1))) if remaining > 0 else step
+
+
+def budget_horizon(step: int, fit: int, cap: int, epoch_steps: int) -> int:
+    """The step a run under a wall-time budget stops at: where the budget runs out
+    (``fit``, at most ``cap``), or now when that leaves under a tenth of an epoch.
+    Every epoch ends in a full validation, which a handful of steps does not pay for."""
+    end = max(step, min(cap, fit))
+    return step if end - step < max(1, epoch_steps // 10) else end
 
 
 def _model_record(cfg: TrainConfig, arch: dict, threshold: float) -> dict:
