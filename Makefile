@@ -53,7 +53,7 @@ docs-postprocess: $(VENV)/.installed
 	head = t[: t.index(mark)]; p.write_text(head + t[t.index(mark):].split('\n', 1)[0] + '\n' + r())"
 
 # Reproduce the shipped default model (see docs/default-model.md): a GPU run, then
-# 40-minute and 50-minute fine-tunes (on 2 CPU cores for the shipped weights).
+# four fine-tunes on 2 CPU cores (phantoms twice, then real backgrounds twice).
 default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise phantoms data/default-phantoms --count 600 --varied --seed 0 --workers 8
 	$(BIN)/annot-denoise train examples/default-model.yaml
@@ -61,3 +61,5 @@ default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise train examples/default-model-finetune2.yaml
 	$(BIN)/python examples/real_backgrounds.py --out data/default-real
 	$(BIN)/annot-denoise train examples/default-model-real.yaml
+	$(BIN)/annot-denoise train examples/default-model-real-long.yaml
+	$(BIN)/annot-denoise export runs/default-model-real-long/last.pt annot_denoise/weights/default.pt
