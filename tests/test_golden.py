@@ -3,10 +3,11 @@
 Every scene below is built from a fixed seed and restored by stand-in networks
 whose outputs are exact (no convolutions, no mixed precision), so the hashes do
 not depend on the machine. Together the scenes reach every mode (two stages,
-given masks, test-time flips, tiles, one stage, resized) and every rule of the
-post-processing (scan edges, colour and flat-value completion, islands,
-translucent and opaque boxes, the Telea blend, flat backgrounds, the surround,
-grey scans). A change that is meant to change outputs updates the file with
+given masks, test-time flips, tiles, one stage, resized) and every step of the
+post-processing. The scenes were drawn for the rules the ablation since deleted
+(labels on the black surround, readout boxes, grey scans); they stay, as scans
+where the steps that remain and the network's own repair must not drift. A
+change that is meant to change outputs updates the file with
 
     ANNOT_DENOISE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
 

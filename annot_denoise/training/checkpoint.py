@@ -11,6 +11,7 @@ network is built: a crafted file cannot make us allocate what it asks for.
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 import pickletools
 import re
@@ -32,9 +33,11 @@ from annot_denoise.config import (
     check_size,
     shown,
 )
-from annot_denoise.inference.postprocess import PostprocessConfig
+from annot_denoise.inference.postprocess import PostprocessConfig, without_removed
 from annot_denoise.io import atomic_write_bytes
 from annot_denoise.models import MODELS, build_model
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when a checkpoint could no longer be read by older code
 
@@ -101,7 +104,7 @@ class _Inference(_Section):
     @classmethod
     def _steps(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            PostprocessConfig.model_validate(value)
+            PostprocessConfig.model_validate(without_removed(value)[0])
         return value
 
 
@@ -222,6 +225,13 @@ def _validate(ckpt: dict[str, Any], path: Path) -> None:
             f"{path}: arch.kwargs.in_channels is {args.in_channels} but data.channels is "
             f"{meta.data.channels}; the network could not read its own input"
         )
+    stored = meta.inference.postprocess
+    if stored is not None:
+        ckpt["inference"]["postprocess"], gone = without_removed(stored)
+        if gone:
+            log.warning(
+                "%s: post-processing step(s) %s deleted since it was saved: skipped", path, gone
+            )
     rows = meta.history
     if rows and len({row.val_loss is None for row in rows}) > 1:
         raise CheckpointError(f"{path}: history: val_loss is missing from some epochs only")
