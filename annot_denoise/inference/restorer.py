@@ -254,25 +254,18 @@ class Restorer(Network):
             frame.hole = cv2.dilate(frame.detected.view(np.uint8), kernel).astype(bool)
         frame.image = color
         frame = run_stage("composition", frame, self.postprocess)
-        out = compose(frame)
-        hole = frame.hole
-        for box in frame.changed_boxes:
-            hole[box] = True
-        restored = merge_alpha(out, alpha)
-        return Restored(restored, hole, changed(image, restored), frame.detected)
+        restored = merge_alpha(compose(frame), alpha)
+        return Restored(restored, frame.hole, changed(image, restored), frame.detected)
 
 
 def compose(frame: Frame) -> np.ndarray:
     """The frame's image with its fill written into its hole (the content head is
-    trained to give the clean scan on the marks and around them: see losses), then
-    every exact region set to its value."""
+    trained to give the clean scan on the marks and around them: see losses)."""
     color, hole = frame.image, frame.hole
     out = color.copy()
     if hole.any():
         values = frame.fill[hole]
         out[hole] = to_layout(values[:, None], color[hole][:, None])[:, 0]
-    for box, region, value in frame.exact:
-        out[box][region] = value
     return out
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-
-Box = tuple[slice, slice]
 
 
 class StepConfig(BaseModel):
@@ -22,8 +19,7 @@ class Frame:
     """One image between the network and the written output.
 
     Steps read and replace these fields; the restorer builds the frame, runs the
-    steps of each stage, and writes ``fill`` into ``hole``, then every ``exact``
-    region with its one value, over ``image``.
+    steps of each stage, and writes ``fill`` into ``hole`` over ``image``.
     """
 
     net: np.ndarray  # float H x W x C in [0, 1]: the network's input
@@ -32,11 +28,3 @@ class Frame:
     image: np.ndarray | None = None  # the input's colour planes, its dtype (composition)
     hole: np.ndarray | None = None  # bool H x W: the pixels that may change
     fill: np.ndarray | None = None  # float H x W x C: the repair, read inside ``hole``
-    # Regions set to one value after the fill (box, region in the box, value).
-    exact: list[tuple[Box, np.ndarray, np.ndarray]] = field(default_factory=list)
-    # Translucent boxes found under marks (box, the share of light they let through).
-    veils: list[tuple[Box, float]] = field(default_factory=list)
-    # Boxes a step changed outside ``hole`` (reported in the output's mask).
-    changed_boxes: list[Box] = field(default_factory=list)
-    # What is computed once per image and shared by steps (the surround, ...).
-    cache: dict[str, Any] = field(default_factory=dict)
