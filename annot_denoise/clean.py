@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.progress import Progress
-from annot_denoise.runtime import inference_streams, intra_op_threads
+from annot_denoise.runtime import in_order, inference_streams, intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -359,36 +358,37 @@ class _Run:
         """Clean ``todo``, filling ``report``; the CSV rows of the written files."""
         rows: dict[str, dict] = {}
         writes: list[tuple[Path, Path, dict, Future]] = []
-        # Batches in the network, oldest first; results are handled in input order.
-        running: deque[tuple[list, list[Scan], Future[list]]] = deque()
         with (
             ThreadPoolExecutor(max(1, self.cfg.workers)) as pool,
             ThreadPoolExecutor(streams) as compute,
             intra_op_threads(threads),
             progress.task("cleaning", len(todo)) as bar,
         ):
-            for chunk, reads in _prefetch(pool, self.read, todo, batch_size):
-                scans, dests = [], []
-                for (src, dst), fut in zip(chunk, reads):
-                    try:
-                        scans.append(fut.result())
-                        dests.append((src, dst))
-                    except ImageReadError as exc:
-                        report.failed.append(str(exc))
-                        log.error("%s", exc)
-                        bar.advance(1)
-                # Frames of every file in the chunk go through the network together.
-                frames = [f for scan in scans for f in scan.frames]
+
+            def batches() -> Iterator[tuple[list, list[Scan]]]:
+                for chunk, reads in _prefetch(pool, self.read, todo, batch_size):
+                    scans, dests = [], []
+                    for (src, dst), fut in zip(chunk, reads):
+                        try:
+                            scans.append(fut.result())
+                            dests.append((src, dst))
+                        except ImageReadError as exc:
+                            report.failed.append(str(exc))
+                            log.error("%s", exc)
+                            bar.advance(1)
+                    yield dests, scans
+
+            def submit(batch: tuple[list, list[Scan]]) -> Future[list]:
+                # Frames of every file in the batch go through the network together.
+                frames = [f for scan in batch[1] for f in scan.frames]
                 if self.masks is None:
-                    computed = compute.submit(self.restorer.restore, frames)
-                else:
-                    given = [m for scan in scans for m in scan.masks]
-                    computed = compute.submit(self.restorer.inpaint, frames, given)
-                running.append((dests, scans, computed))
-                if len(running) >= streams:
-                    writes += self._hand_back(running.popleft(), pool, bar)
-            while running:
-                writes += self._hand_back(running.popleft(), pool, bar)
+                    return compute.submit(self.restorer.restore, frames)
+                given = [m for scan in batch[1] for m in scan.masks]
+                return compute.submit(self.restorer.inpaint, frames, given)
+
+            # Batches in the network, oldest first; results are handled in input order.
+            for (dests, scans), computed in in_order(batches(), submit, streams):
+                writes += self._hand_back((dests, scans, computed), pool, bar)
             for src, dst, row, fut in writes:
                 try:
                     fut.result()

@@ -12,7 +12,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -126,6 +129,24 @@ def intra_op_threads(count: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+Job = TypeVar("Job")
+
+
+def in_order(
+    jobs: Iterable[Job], submit: Callable[[Job], Future], depth: int
+) -> Iterator[tuple[Job, Future]]:
+    """Submit each job, keeping ``depth`` of them running (one per stream), and hand
+    back (job, future) oldest first: results come back in input order while the
+    next jobs already run."""
+    running: deque[tuple[Job, Future]] = deque()
+    for job in jobs:
+        running.append((job, submit(job)))
+        if len(running) >= depth:
+            yield running.popleft()
+    while running:
+        yield running.popleft()
 
 
 class StageTimes:

@@ -16,9 +16,9 @@ import json
 import logging
 import math
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -42,7 +42,7 @@ from annot_denoise.io import (
     write_image,
 )
 from annot_denoise.progress import Progress
-from annot_denoise.runtime import inference_batch, inference_streams, intra_op_threads
+from annot_denoise.runtime import in_order, inference_batch, inference_streams, intra_op_threads
 from annot_denoise.training.data import DatasetError, check_pairs, find_pairs, read_pair
 
 log = logging.getLogger(__name__)
@@ -117,17 +117,9 @@ def evaluate(
         intra_op_threads(threads),
         progress.task("evaluating", total=len(pairs)) as bar,
     ):
-        running: deque[tuple[int, Future[_Scored]]] = deque()
-        for chunk in chunks:
-            running.append((len(chunk), pool.submit(scoring.score, chunk)))
-            if len(running) >= streams:
-                count, done = running.popleft()
-                scoring.merge(done.result(), failed)
-                bar.advance(count)
-        while running:
-            count, done = running.popleft()
+        for chunk, done in in_order(chunks, partial(pool.submit, scoring.score), streams):
             scoring.merge(done.result(), failed)
-            bar.advance(count)
+            bar.advance(len(chunk))
         # The gallery's images are restored again: with the same threads, the same bits.
         gallery = _gallery(pairs, scoring.rows, shown, models.get(shown))
     rows = scoring.rows
