@@ -170,6 +170,37 @@ def test_marks_all_over_the_image_inpaint_it_whole() -> None:
     assert not rest and (ys, xs) == (slice(0, 256), slice(0, 256)) and own.all()
 
 
+@pytest.mark.parametrize("shape", [(540, 960), (100, 700), (37, 45)])
+def test_crops_grow_to_a_few_shapes_inside_the_image(shape) -> None:
+    from annot_denoise.inference.execution import BUCKET, CELL, bucket
+
+    rng = np.random.default_rng(0)
+    h, w = shape
+    for _ in range(200):
+        y0, x0 = CELL * rng.integers(0, h // CELL + 1), CELL * rng.integers(0, w // CELL + 1)
+        y0, x0 = min(y0, h - 1), min(x0, w - 1)
+        box = (slice(y0, rng.integers(y0 + 1, h + 1)), slice(x0, rng.integers(x0 + 1, w + 1)))
+        grown = bucket(box, shape)
+        for part, side, length in zip(box, grown, shape):
+            assert 0 <= side.start <= part.start and part.stop <= side.stop <= length
+            size = side.stop - side.start
+            assert size % BUCKET == 0 or size == length
+            assert size - (part.stop - part.start) < BUCKET
+
+
+def test_crops_of_a_batch_share_inpainter_passes() -> None:
+    r = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"))
+    scans = _annotated_scans(4)
+    alone = [r.restore([scan])[0] for scan in scans]
+    passes = []
+    real = r._inpaint
+    r._inpaint = lambda batch: passes.append(len(batch)) or real(batch)
+    together = r.restore(scans)
+    assert sum(passes) > len(passes)  # several crops in one pass
+    for a, b in zip(alone, together):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+
+
 @pytest.fixture(scope="module")
 def default_model() -> tuple:
     from annot_denoise.pretrained import resolve_model

@@ -30,6 +30,11 @@ CONTEXT = 32
 CELL = 16
 # When the crops would cover more than this fraction, inpaint the whole image.
 CROP_LIMIT = 0.5
+# Crops grow to a multiple of this many pixels a side, into more of the scan around
+# them, so that the crops of a batch fall into a few shapes and go through the
+# inpainter together: a small crop alone costs the network's per-layer overhead
+# many times over its arithmetic (bench/RESULTS.md, speed).
+BUCKET = 128
 # Test-time augmentation (``tta``): the four flips of a batch (numpy axes of
 # B x H x W [x C]). Transposes scored worse: text and speckle are not isotropic.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
@@ -167,6 +172,16 @@ class Network:
             return self.batch_size
         return max(1, min(self.batch_size, TILE_PIXELS_CPU // max(pixels, 1)))
 
+    def crops_per_pass(self, pixels: int) -> int:
+        """How many inpainting crops of ``pixels`` go through the network at once: as
+        many as a pass of full tiles holds (crops are small: their number, not their
+        pixels, is what costs)."""
+        if self.device.type == "cpu":
+            budget = TILE_PIXELS_CPU
+        else:
+            budget = self.batch_size * self.tile**2
+        return max(1, budget // max(pixels, 1))
+
     def _detect(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         views = FLIPS if self.tta else FLIPS[:1]
         with self.stages("detect"):
@@ -238,6 +253,21 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     shrink = h * w < image.shape[0] * image.shape[1]
     out = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return out[..., None] if out.ndim == 2 else out
+
+
+def bucket(box: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, slice]:
+    """``box`` grown to a multiple of ``BUCKET`` px a side (or the whole side of the
+    image where that is shorter), evenly around it in steps of ``CELL`` px and
+    shifted to stay inside the image: a box of the same shape for every crop of
+    the same size class."""
+    grown = []
+    for part, length in zip(box, shape):
+        size = part.stop - part.start
+        side = min(-(-size // BUCKET) * BUCKET, length)
+        start = part.start - (side - size) // (2 * CELL) * CELL
+        start = min(max(start, 0), length - side)
+        grown.append(slice(start, start + side))
+    return grown[0], grown[1]
 
 
 def crops(detected: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:

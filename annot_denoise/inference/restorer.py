@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from annot_denoise.config import MASK_DILATE
-from annot_denoise.inference.execution import Network, crops, resize
+from annot_denoise.inference.execution import Network, bucket, crops, resize
 from annot_denoise.inference.postprocess import Frame, PostprocessConfig, run_stage
 from annot_denoise.inference.postprocess.common import LUMA
 from annot_denoise.io import (
@@ -127,16 +127,17 @@ class Restorer(Network):
             )
         if len(images) != len(masks):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
-        restored = []
         for image, mask in zip(images, masks):
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"a mask of {mask.shape} for an image of {image.shape[:2]}")
-            with self.stages("postprocess"):
-                net = self._network_input(image)
+        with self.stages("postprocess"):
+            frames = []
+            for image, mask in zip(images, masks):
                 given = mask.astype(bool)
-                frame = Frame(net=net, detected=given, prob=given.astype(np.float32))
-                restored.append(self._finish(image, self._inpaint_around(frame)))
-        return restored
+                net = self._network_input(image)
+                frames.append(Frame(net=net, detected=given, prob=given.astype(np.float32)))
+            self._inpaint_around(frames)
+            return [self._finish(image, frame) for image, frame in zip(images, frames)]
 
     # ------------------------------------------------------------------ prediction
 
@@ -209,37 +210,85 @@ class Restorer(Network):
             # The probabilities are for the detection steps; on a large scan they
             # would take a third of the image's memory through the inpainting.
             frame.prob = prob = None
-            frames.append(self._inpaint_around(frame))
+            frames.append(frame)
+        self._inpaint_around(frames)
         return frames
 
-    def _inpaint_around(self, frame: Frame) -> Frame:
-        """Inpaint around ``frame.detected``, crop by crop; sets its fill and hole."""
-        net, detected = frame.net, frame.detected
-        hole = np.zeros(detected.shape, bool)
-        frame.fill, frame.hole = net, hole
-        if not detected.any():
-            return frame
-        boxes = crops(detected)
-        whole = len(boxes) == 1 and boxes[0][1].shape == detected.shape and boxes[0][1].all()
-        content = None if whole else net.copy()
-        for box, own in boxes:
-            out = self._with_oom_fallback(
-                lambda tile, box=box: self._tiled(net[box], tile, self._inpaint, detected[box])
-            )
-            painted = out.pop("hole") > 0.5
-            crop = Frame(net=net[box], detected=painted, hole=painted, fill=out.pop("content"))
-            crop = run_stage("inpainting", crop, self.postprocess)
-            take = own & painted
-            if content is None:
-                # One crop, the whole image: its fill becomes the content, with the
-                # input outside the hole (no second copy of a large scan).
-                content = crop.fill
-                np.copyto(content, net, where=~take[..., None])
-            else:
-                content[box][take] = crop.fill[take]
-            hole[box][take] = True
-        frame.fill = content
-        return frame
+    def _inpaint_around(self, frames: Sequence[Frame]) -> None:
+        """Inpaint around each frame's detections; sets its fill and hole.
+
+        The crops of all the frames are grown to their size class (:func:`bucket`)
+        and each class goes through the inpainter in as few passes as memory
+        allows; a crop larger than a tile, or a frame inpainted whole, runs alone,
+        in tiles.
+        """
+        classes: dict[tuple[int, int], list[tuple[Frame, tuple[slice, slice], np.ndarray]]] = {}
+        for frame in frames:
+            net, detected = frame.net, frame.detected
+            frame.fill, frame.hole = net, np.zeros(detected.shape, bool)
+            if not detected.any():
+                continue
+            boxes = crops(detected)
+            if len(boxes) == 1 and boxes[0][1].shape == detected.shape and boxes[0][1].all():
+                self._inpaint_whole(frame)
+                continue
+            frame.fill = net.copy()
+            for box, own in boxes:
+                if max(own.shape) > self.tile:
+                    self._take(frame, box, own, self._paint_large(net[box], detected[box]))
+                    continue
+                grown = bucket(box, detected.shape)
+                place = placed(own, box, grown)
+                classes.setdefault(place.shape, []).append((frame, grown, place))
+        for shape, members in classes.items():
+            per_pass = self.crops_per_pass(shape[0] * shape[1])
+            for start in range(0, len(members), per_pass):
+                chunk = members[start : start + per_pass]
+                batch = np.stack(
+                    [
+                        np.concatenate([f.net[b], f.detected[b][..., None].astype(f.net.dtype)], 2)
+                        for f, b, _ in chunk
+                    ]
+                )
+                out = self._paint_crops(batch)
+                for i, (frame, box, own) in enumerate(chunk):
+                    self._take(frame, box, own, {k: v[i] for k, v in out.items()})
+
+    def _paint_crops(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The inpainter on a batch of crops (detection as last channel); after running
+        out of GPU memory, crop by crop in smaller tiles."""
+        try:
+            return self._inpaint(batch)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+        outs = [self._paint_large(c[..., :-1], c[..., -1]) for c in batch]
+        return {key: np.stack([o[key] for o in outs]) for key in outs[0]}
+
+    def _paint_large(self, net: np.ndarray, detected: np.ndarray) -> dict[str, np.ndarray]:
+        """The inpainter on one crop, in tiles, halved while the GPU runs out of memory."""
+        return self._with_oom_fallback(lambda tile: self._tiled(net, tile, self._inpaint, detected))
+
+    def _inpaint_whole(self, frame: Frame) -> None:
+        """The inpainter on the whole frame; its fill becomes the content, with the
+        input outside the hole (no second copy of a large scan)."""
+        net = frame.net
+        out = self._paint_large(net, frame.detected)
+        painted = out.pop("hole") > 0.5
+        crop = Frame(net=net, detected=painted, hole=painted, fill=out.pop("content"))
+        crop = run_stage("inpainting", crop, self.postprocess)
+        np.copyto(crop.fill, net, where=~painted[..., None])
+        frame.fill, frame.hole = crop.fill, painted
+
+    def _take(
+        self, frame: Frame, box: tuple[slice, slice], own: np.ndarray, out: dict[str, np.ndarray]
+    ) -> None:
+        """Write a crop's repair into its frame, in the pixels the crop owns."""
+        painted = out["hole"] > 0.5
+        crop = Frame(net=frame.net[box], detected=painted, hole=painted, fill=out["content"])
+        crop = run_stage("inpainting", crop, self.postprocess)
+        take = own & painted
+        frame.fill[box][take] = crop.fill[take]
+        frame.hole[box][take] = True
 
     # ------------------------------------------------------------------ writing back
 
@@ -256,6 +305,14 @@ class Restorer(Network):
         frame = run_stage("composition", frame, self.postprocess)
         restored = merge_alpha(compose(frame), alpha)
         return Restored(restored, frame.hole, changed(image, restored), frame.detected)
+
+
+def placed(own: np.ndarray, box: tuple[slice, slice], grown: tuple[slice, slice]) -> np.ndarray:
+    """``own`` (the pixels of ``box`` a crop owns) within ``grown``, a box around it."""
+    (y, x), (gy, gx) = box, grown
+    place = np.zeros((gy.stop - gy.start, gx.stop - gx.start), bool)
+    place[y.start - gy.start : y.stop - gy.start, x.start - gx.start : x.stop - gx.start] = own
+    return place
 
 
 def compose(frame: Frame) -> np.ndarray:
