@@ -190,6 +190,12 @@ class LossConfig(_Strict):
     content_weight: float = Field(
         10.0, ge=0, description="maskunet: weight of the content MSE on and around the marks"
     )
+    interface_weight: float = Field(
+        1.0,
+        ge=0,
+        description="maskunet: weight, in the mask loss's BCE, of the scanner interface's "
+        "pixels that on-the-fly drawing kept (data.scanner_ui: keep); 1 = like any pixel",
+    )
 
 
 class OptimConfig(_Strict):

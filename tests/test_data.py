@@ -193,7 +193,7 @@ def test_on_the_fly_pairs_and_the_scanner_interface(tmp_path: Path, ui: str) -> 
     )
     train, _, _ = build_datasets(cfg)
     cached = [s.copy() for s in train._scans]
-    windows, masked = [], 0.0
+    windows, masked, interface = [], 0.0, []
     for i in range(len(train)):
         item = train[i]
         outside = item["mask"][0] == 0
@@ -201,11 +201,15 @@ def test_on_the_fly_pairs_and_the_scanner_interface(tmp_path: Path, ui: str) -> 
         clean = item["clean"][0].numpy() * 255
         windows.append(_found_in(np.round(clean).astype(np.float32), scans))
         masked += float(item["mask"].mean())
+        interface.append(bool(item["interface"].any()))
     assert all(np.array_equal(a, b) for a, b in zip(cached, train._scans))
     if ui == "keep":
-        assert not all(windows)  # the interface is burned into some clean windows
+        assert any(interface)  # the interface is burned into some clean windows...
+        # ...and the items say where: a window without it is the scan itself
+        assert windows == [not k for k in interface]
     else:
         assert all(windows)  # the clean image is the scan
+        assert not any(interface)
     if ui == "remove":
         assert masked > 0
 

@@ -41,6 +41,29 @@ def test_beta_zero_ignores_unannotated_pixels() -> None:
     assert weighted_mse(pred, target, mask, 60, 0) == 0
 
 
+def test_interface_weight_makes_taking_the_interface_costlier() -> None:
+    target = torch.zeros(1, 1, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 6:, :] = 1  # a mark along the bottom
+    logits = torch.full((1, 1, 8, 8), -4.0)
+    logits[..., 6:, :] = 4.0  # found
+    logits[..., :2, :] = 4.0  # and the interface along the top taken with it
+    top, bottom = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    top[..., :2, :], bottom[..., 6:, :] = 1, 1
+
+    def loss(interface, weight):
+        return restoration_loss(
+            target, target, mask, alpha=60, beta=1, mask_logits=logits,
+            interface=interface, interface_weight=weight,
+        )  # fmt: skip
+
+    plain = loss(None, 1.0)
+    assert loss(top, 1.0) == plain
+    assert loss(top, 10.0) > 2 * plain
+    # Where a mark lies over the interface it is a mark: no weight there.
+    assert torch.isclose(loss(bottom, 10.0), plain)
+
+
 def test_ssim_term_is_differentiable() -> None:
     pred = torch.rand(1, 1, 32, 32, requires_grad=True)
     target, mask = torch.rand(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)

@@ -76,9 +76,14 @@ def crop(arrays: Sequence[np.ndarray], y: int, x: int, patch: int) -> list[np.nd
 def window(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
     """A ``side`` x ``side`` view of ``image`` around a random non-black pixel
     (the scan's content, not the black margin); small images come back whole."""
+    return image[window_at(image, side, rng)]
+
+
+def window_at(image: np.ndarray, side: int, rng: np.random.Generator) -> tuple[slice, slice]:
+    """Where :func:`window` cuts ``image``, for cutting other arrays the same way."""
     h, w = image.shape[:2]
     if h <= side and w <= side:
-        return image
+        return slice(0, h), slice(0, w)
     cy, cx = int(rng.integers(h)), int(rng.integers(w))
     for _ in range(8):  # a few tries find the content of any real scan
         y, x = int(rng.integers(h)), int(rng.integers(w))
@@ -87,4 +92,4 @@ def window(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray
             break
     y0 = int(np.clip(cy - side // 2, 0, max(h - side, 0)))
     x0 = int(np.clip(cx - side // 2, 0, max(w - side, 0)))
-    return image[y0 : y0 + side, x0 : x0 + side]
+    return slice(y0, y0 + side), slice(x0, x0 + side)

@@ -34,7 +34,7 @@ from annot_denoise.io import (
     to_grey,
     to_rgb,
 )
-from annot_denoise.training.augment import augment_scan, crop, crop_box, window
+from annot_denoise.training.augment import augment_scan, crop, crop_box, window, window_at
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,20 @@ def to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-def as_item(annot: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
-    """Arrays (HxWxC integer images, HxW bool mask) -> the tensors a batch holds."""
+def as_item(
+    annot: np.ndarray, clean: np.ndarray, mask: np.ndarray, interface: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """Arrays (HxWxC integer images, HxW bool masks) -> the tensors a batch holds.
+
+    ``interface``: the scanner interface's pixels where the pair was drawn with one
+    (none known otherwise)."""
+    if interface is None:
+        interface = np.zeros(mask.shape, bool)
     return {
         "annotated": to_chw(to_float(annot)),
         "clean": to_chw(to_float(clean)),
         "mask": torch.from_numpy(mask[None].astype(np.float32)),
+        "interface": torch.from_numpy(interface[None].astype(np.float32)),
     }
 
 
@@ -333,19 +341,23 @@ class SyntheticDataset(_Epochs, Dataset):
 
         rng = self.item_rng(index)
         scan = self._scans[self.split_index(index)[1] % len(self._scans)]
-        ui = self.scanner_ui
+        ui, interface = self.scanner_ui, None
         windowed = bool(self.patch and not self.size)
-        if windowed and ui == "keep":
-            # The interface belongs to the whole screen (corners, the rim of the fan), so
-            # it is burned in before the window is cut; augmenting first keeps its text
-            # unmirrored.
+        if ui == "keep":
+            # The interface is drawn here, not by annotate, so that its pixels are known
+            # (the loss weighs them: loss.interface_weight). It belongs to the whole
+            # screen (corners, the rim of the fan), so it is burned in before a window
+            # is cut; augmenting first keeps its text unmirrored.
             from annot_denoise.synth.scanner_ui import draw_scanner_ui
 
             if self.augment:
                 scan, _ = augment_scan(scan, rng)
             scan = promote(scan, self.colors).copy()  # the cached scan stays as read
-            draw_scanner_ui(scan, rng)
-            scan, ui = window(scan, int(self.patch * 2.5), rng), "off"
+            interface = draw_scanner_ui(scan, rng)
+            if windowed:
+                at = window_at(scan, int(self.patch * 2.5), rng)
+                scan, interface = scan[at], interface[at]
+            ui = "off"
         else:
             if windowed:
                 # Draw on a window a few patches wide, not the whole scan: the cost per
@@ -362,16 +374,20 @@ class SyntheticDataset(_Epochs, Dataset):
             labels=self.labels,
             jpeg_quality=self.jpeg_quality,
         )
+        if interface is None:
+            interface = np.zeros(mask.shape, bool)
         convert = to_rgb if self.channels == 3 else to_grey
         clean, annot = convert(clean), convert(annot)
         if clean.ndim == 2:
             clean, annot = clean[..., None], annot[..., None]
         if self.size:
             # Drawn at the scan's own scale, then resized as a pair (the thesis way).
+            interface = resize_pair(annot, clean, interface, self.size)[2]
             annot, clean, mask = resize_pair(annot, clean, mask, self.size)
         if self.patch:
             y, x = crop_box(mask.shape, self.patch, rng, mask)
-            annot, clean, mask = crop([annot, clean, mask], y, x, self.patch)
+            annot, clean, mask, interface = crop([annot, clean, mask, interface], y, x, self.patch)
+        return as_item(annot, clean, mask, interface)
         return as_item(annot, clean, mask)
 
 

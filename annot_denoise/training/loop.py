@@ -337,10 +337,10 @@ def train_one_epoch(
     for i, batch in enumerate(loader):
         if step >= total_steps or _past(deadline, i, world, device):
             break
-        x, y, m = _to_device(batch, device)
+        x, y, m, ui = _to_device(batch, device)
         with autocast(device, dtype):
             parts = model_outputs(model(x, **({"true_mask": m} if teacher else {})))
-        loss = objective(parts, y, m, cfg)
+        loss = objective(parts, y, m, cfg, ui)
         bad = ~torch.isfinite(loss) & (first_bad < 0)
         first_bad = torch.where(bad, torch.full_like(first_bad, step + 1), first_bad)
         if (i + 1) % every == 0:
@@ -403,8 +403,15 @@ def _check_finite(first_bad: torch.Tensor, last: Path) -> None:
     )
 
 
-def objective(parts: dict, target: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig):
-    """The configured loss for one batch of model outputs."""
+def objective(
+    parts: dict,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: TrainConfig,
+    interface: torch.Tensor | None = None,
+):
+    """The configured loss for one batch of model outputs (``interface``: where the
+    scanner's interface is, when the batch knows)."""
     return restoration_loss(
         parts["output"],
         target,
@@ -416,6 +423,8 @@ def objective(parts: dict, target: torch.Tensor, mask: torch.Tensor, cfg: TrainC
         content=parts.get("content"),
         mask_weight=cfg.loss.mask_weight,
         content_weight=cfg.loss.content_weight,
+        interface=interface,
+        interface_weight=cfg.loss.interface_weight,
     )
 
 
@@ -443,10 +452,12 @@ def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
     def move(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, non_blocking=True, memory_format=torch.channels_last)
 
+    ui = batch.get("interface")
     return (
         move(batch["annotated"]),
         move(batch["clean"]),
         batch["mask"].to(device, non_blocking=True),
+        None if ui is None else ui.to(device, non_blocking=True),
     )
 
 

@@ -28,14 +28,17 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - ssim
 
 
-def mask_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """BCE + soft Dice against the exact mask (Bx1xHxW).
+def mask_loss(
+    logits: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """BCE + soft Dice against the exact mask (Bx1xHxW); ``weight`` weighs the BCE
+    per pixel.
 
     BCE alone is swamped by the 95%+ background pixels; Dice scores the overlap
     itself, so thin marks count as much as the background they sit on.
     """
     logits = logits.float()
-    bce = F.binary_cross_entropy_with_logits(logits, mask)
+    bce = F.binary_cross_entropy_with_logits(logits, mask, weight=weight)
     prob = torch.sigmoid(logits)
     inter = (prob * mask).sum(dim=(1, 2, 3))
     total = prob.sum(dim=(1, 2, 3)) + mask.sum(dim=(1, 2, 3))
@@ -70,13 +73,23 @@ def restoration_loss(
     content: torch.Tensor | None = None,
     mask_weight: float = 1.0,
     content_weight: float = 10.0,
+    interface: torch.Tensor | None = None,
+    interface_weight: float = 1.0,
 ) -> torch.Tensor:
-    """The configured training objective; the mask terms apply to mask-aware models."""
+    """The configured training objective; the mask terms apply to mask-aware models.
+
+    ``interface`` (Bx1xHxW, 1 = the scanner's own interface) gets ``interface_weight``
+    in the mask's BCE where no mark lies over it: the pixels most like marks that
+    must be kept are the costliest to take.
+    """
     loss = weighted_mse(pred, target, mask, alpha, beta)
     if ssim_weight > 0:
         loss = loss + ssim_weight * ssim_loss(pred, target)
     if mask_logits is not None:
-        loss = loss + mask_weight * mask_loss(mask_logits, mask)
+        weight = None
+        if interface is not None and interface_weight != 1.0:
+            weight = 1 + (interface_weight - 1) * interface * (1 - mask)
+        loss = loss + mask_weight * mask_loss(mask_logits, mask, weight)
     if content is not None:
         loss = loss + content_weight * content_loss(content, target, mask)
     return loss

@@ -47,9 +47,11 @@ def validate(
         x = batch["annotated"].to(device, memory_format=torch.channels_last)
         y = batch["clean"].to(device, memory_format=torch.channels_last)
         m = batch["mask"].to(device)
+        ui = batch.get("interface")
         with autocast(device, dtype):
             parts = model_outputs(model(x))
-        sums[0] += float(objective(parts, y, m, cfg)) * x.shape[0]
+        ui = None if ui is None else ui.to(device)
+        sums[0] += float(objective(parts, y, m, cfg, ui)) * x.shape[0]
         sums[1] += x.shape[0]
         pred = parts["output"].float().clamp(0, 1)
         err = (pred - y).square().mean(dim=1)  # B x H x W
