@@ -1,6 +1,7 @@
 """Speed benchmark: clean throughput against the reference loop and the I/O ceiling,
 where clean's time goes (decode, detect, inpaint, post-process, encode), training
-throughput, the compute ceiling, and peak memory on a 4000x4000 scan.
+throughput, how fast one core draws training pairs on the fly (and where that time
+goes), the compute ceiling, and peak memory on a 4000x4000 scan.
 
     python bench/speed.py [--device auto] [--images 200] [--model PATH] [--out /tmp/speed-bench]
 
@@ -169,6 +170,46 @@ def time_reference_loop(paths: list[Path], out: Path, ckpt: Path, device) -> flo
             res = Image.fromarray((np.clip(y, 0, 1) * 255).astype(np.uint8)).resize(size)
             res.save(out / p.name)
     return time.perf_counter() - start
+
+
+def time_drawing(folder: Path, samples: int) -> tuple[float, dict[str, float]]:
+    """On-the-fly training pairs drawn by one core, as the default model's recipe draws
+    them (256x256 patches of 960x540 scans, the interface kept, the default colours):
+    (samples per second, {stage: ms per sample})."""
+    import cv2
+    import torch
+
+    from annot_denoise.io import write_image
+    from annot_denoise.phantom import make_phantom
+    from annot_denoise.training.data import SyntheticDataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(8):
+        path = folder / f"clean_{i}.png"
+        if not path.exists():
+            write_image(path, make_phantom(540, 960, np.random.default_rng(100 + i), color=True))
+        paths.append(path)
+    threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)  # what one DataLoader worker gets
+    torch.set_num_threads(1)
+    try:
+        data = SyntheticDataset(
+            paths, channels=3, size=None, patch=256, drawer="mixed",
+            colors=("white", "yellow", "cyan", "green", "sampled"), scanner_ui="keep",
+            repeats=max(1, -(-samples // len(paths))),
+        )  # fmt: skip
+        data[0]  # imports and caches outside the clock
+        data.stages.reset()
+        start = time.perf_counter()
+        for i in range(samples):
+            data[i]
+        seconds = time.perf_counter() - start
+    finally:
+        cv2.setNumThreads(threads[0])
+        torch.set_num_threads(threads[1])
+    stages = {k: 1000 * v / samples for k, v in data.stages.wall.items()}
+    return samples / seconds, stages
 
 
 def time_training(device, dtype, channels_last: bool, compile_: bool, steps: int) -> float:
@@ -355,6 +396,7 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=4, help="clean's read/write threads")
     parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--draw-samples", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("/tmp/speed-bench"))
     parser.add_argument("--results", type=Path, help="append there instead of bench/RESULTS.md")
     parser.add_argument("--no-record", action="store_true")
@@ -434,6 +476,12 @@ def main() -> None:
                 ]
             )
     train_table = markdown_table(["training step (256x256, batch 16)", "samples/s"], train_rows)
+    drawn, draw_stages = time_drawing(args.out / "drawing", args.draw_samples)
+    draw_table = markdown_table(
+        ["drawing a training pair (one core)", "ms / sample"],
+        [[stage, f"{ms:.1f}"] for stage, ms in draw_stages.items()]
+        + [["all", f"{1000 / drawn:.1f}"]],
+    )
 
     full = flops_per_image(540, 960)
     flops = flops_of_clean(ckpt, paths[:16])
@@ -447,6 +495,9 @@ def main() -> None:
         f"{n} phantom scans, 960x540 PNG in and out, device {device}, batch {args.batch}, "
         f"{args.workers} I/O threads.\n\n{clean_table}\n"
         f"Where the time of clean ({label}) went:\n\n{stages_table}\n{train_table}\n"
+        f"{draw_table}\nOne core draws {drawn:.0f} training pairs/s on the fly (scan: "
+        f"augmentation; interface: the scanner's; marks: the clinician's; patch: the "
+        f"crop and tensors): 2,000 samples/s needs {2000 / drawn:.0f} cores drawing.\n\n"
         f"- compute ceiling: clean spent {flops / 1e9:.1f} GFLOP per 960x540 image (counted "
         f"on {min(16, n)} of them: the detector on the whole scan, the inpainter around "
         f"what it found; a full forward pass of the default architecture is "

@@ -214,6 +214,18 @@ def test_on_the_fly_pairs_and_the_scanner_interface(tmp_path: Path, ui: str) -> 
         assert masked > 0
 
 
+def test_on_the_fly_drawing_says_where_its_time_goes(tmp_path: Path) -> None:
+    from annot_denoise.phantom import make_phantom
+    from annot_denoise.training.data import SyntheticDataset
+
+    write_image(tmp_path / "a.png", make_phantom(200, 300, np.random.default_rng(0)))
+    data = SyntheticDataset([tmp_path / "a.png"], channels=3, size=None, patch=64, repeats=3)
+    for i in range(len(data)):
+        data[i]
+    assert set(data.stages.wall) == {"scan", "interface", "marks", "patch"}
+    assert all(seconds > 0 for seconds in data.stages.wall.values())
+
+
 def test_on_the_fly_labels_and_jpeg_settings_are_checked(tmp_path: Path) -> None:
     from annot_denoise.config import ConfigError
 

@@ -35,6 +35,8 @@ def augment_scan(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
     levels = np.arange(np.iinfo(image.dtype).max + 1, dtype=image.dtype)
     table = from_float(np.power(np.clip(to_float(levels) * params["gain"], 0, 1), params["gamma"]),
                        image.dtype)  # fmt: skip
+    if image.dtype == np.uint8:  # OpenCV's lookup is several times numpy's indexing
+        return cv2.LUT(resized, table).reshape(resized.shape), params
     return table[resized], params
 
 

@@ -34,6 +34,7 @@ from annot_denoise.io import (
     to_grey,
     to_rgb,
 )
+from annot_denoise.runtime import StageTimes
 from annot_denoise.training.augment import augment_scan, crop, crop_box, window, window_at
 
 log = logging.getLogger(__name__)
@@ -326,6 +327,8 @@ class SyntheticDataset(_Epochs, Dataset):
         self.drawer, self.colors, self.repeats = drawer, tuple(colors), repeats
         self.scanner_ui, self.labels, self.jpeg_quality = scanner_ui, labels, jpeg_quality
         self.augment, self.seed, self.fixed = augment and not fixed, seed, fixed
+        # Where drawing a sample spends its time (bench/speed.py reads it).
+        self.stages = StageTimes()
         # Every frame of a cine loop is a scan of its own, held in memory like the rest.
         with ThreadPoolExecutor(max(1, workers)) as pool:
             self._scans = [frame for frames in pool.map(self._load, self.paths) for frame in frames]
@@ -350,30 +353,39 @@ class SyntheticDataset(_Epochs, Dataset):
             # is cut; augmenting first keeps its text unmirrored.
             from annot_denoise.synth.scanner_ui import draw_scanner_ui
 
-            if self.augment:
-                scan, _ = augment_scan(scan, rng)
-            scan = promote(scan, self.colors).copy()  # the cached scan stays as read
-            interface = draw_scanner_ui(scan, rng)
+            with self.stages("scan"):
+                if self.augment:
+                    scan, _ = augment_scan(scan, rng)
+                scan = promote(scan, self.colors).copy()  # the cached scan stays as read
+            with self.stages("interface"):
+                interface = draw_scanner_ui(scan, rng)
             if windowed:
                 at = window_at(scan, int(self.patch * 2.5), rng)
                 scan, interface = scan[at], interface[at]
             ui = "off"
         else:
-            if windowed:
-                # Draw on a window a few patches wide, not the whole scan: the cost per
-                # sample halves on large scans and marks keep their on-screen size.
-                scan = window(scan, int(self.patch * 2.5), rng)
-            if self.augment:
-                scan, _ = augment_scan(scan, rng)
-        clean, annot, mask, _ = annotate(
-            scan,
-            self.drawer,
-            rng,
-            colors=self.colors,
-            scanner_ui=ui,
-            labels=self.labels,
-            jpeg_quality=self.jpeg_quality,
-        )
+            with self.stages("scan"):
+                if windowed:
+                    # Draw on a window a few patches wide, not the whole scan: the cost
+                    # per sample halves on large scans and marks keep their on-screen size.
+                    scan = window(scan, int(self.patch * 2.5), rng)
+                if self.augment:
+                    scan, _ = augment_scan(scan, rng)
+        with self.stages("marks"):
+            clean, annot, mask, _ = annotate(
+                scan,
+                self.drawer,
+                rng,
+                colors=self.colors,
+                scanner_ui=ui,
+                labels=self.labels,
+                jpeg_quality=self.jpeg_quality,
+            )
+        with self.stages("patch"):
+            return self._patch(clean, annot, mask, interface, rng)
+
+    def _patch(self, clean, annot, mask, interface, rng) -> dict[str, torch.Tensor]:
+        """The drawn pair as the network takes it: channels, size, the patch."""
         if interface is None:
             interface = np.zeros(mask.shape, bool)
         convert = to_rgb if self.channels == 3 else to_grey
