@@ -92,15 +92,9 @@ def train(
 
     start_epoch, step, best, history = 0, 0, math.inf, []
     if ckpt is not None:
-        start_epoch, step, best = rundir.restore_state(
-            ckpt, model, optimizer, scheduler, scaler, run_dir / "last.pt"
+        start_epoch, step, best, history = _resume(
+            ckpt, model, optimizer, scheduler, scaler, cfg, world
         )
-        history = list(ckpt.get("history", []))
-        before = rundir.adopt_learning_rate(optimizer, scheduler, cfg.optim.lr)
-        if world.main:
-            _tidy_resumed(run_dir, ckpt, step)
-            if before is not None:
-                log.info("peak learning rate %.3g (the run's was %.3g)", cfg.optim.lr, before)
     step_model = _wrapped(model, cfg, world, dev)
     writer = None
     if world.main:
@@ -132,27 +126,15 @@ def train(
         distrib.sync_buffers(model, world)
         val = validate(model, val_loader, cfg, dev, dtype, objective, world) if len(val_ds) else {}
         val_loss = val.get("val_loss", train_loss)
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "train_loss": train_loss,
-            **{k: v for k, v in val.items() if k not in ("samples", "mask_threshold")},
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": round(seconds, 3),
-            "samples_per_s": round(samples / max(seconds, 1e-9), 2),
-        }  # the history row: metrics.csv, TensorBoard, the checkpoint
+        row = _history_row(epoch, step, train_loss, val, scheduler, seconds, samples)
         improved, best = val_loss < best, min(best, val_loss)
         history.append(row)
         if world.main:
             state = {
                 **_model_record(cfg, arch, val.get("mask_threshold", 0.5)),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
+                **_training_state(model, optimizer, scheduler, scaler),
                 "epoch": epoch,
                 "step": step,
-                "rng": rng_state(),
                 "best_val_loss": best,
                 "metrics": row,
                 "history": history,
@@ -174,6 +156,49 @@ def train(
         seconds=time.perf_counter() - started,
         model=model,
     )
+
+
+def _history_row(
+    epoch: int, step: int, train_loss: float, val: dict, scheduler, seconds: float, samples: int
+) -> dict:
+    """One epoch's row of the history: metrics.jsonl, TensorBoard, the checkpoint."""
+    return {
+        "epoch": epoch + 1,
+        "step": step,
+        "train_loss": train_loss,
+        **{k: v for k, v in val.items() if k not in ("samples", "mask_threshold")},
+        "lr": scheduler.get_last_lr()[0],
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(samples / max(seconds, 1e-9), 2),
+    }
+
+
+def _resume(ckpt: dict, model, optimizer, scheduler, scaler, cfg: TrainConfig, world) -> tuple:
+    """(first epoch, step, best validation loss, history) of a run continued from
+    ``ckpt``, its states restored into the objects given; a learning rate changed
+    since is adopted and said."""
+    run_dir = Path(cfg.output.dir)
+    start_epoch, step, best = rundir.restore_state(
+        ckpt, model, optimizer, scheduler, scaler, run_dir / "last.pt"
+    )
+    before = rundir.adopt_learning_rate(optimizer, scheduler, cfg.optim.lr)
+    if world.main:
+        _tidy_resumed(run_dir, ckpt, step)
+        if before is not None:
+            log.info("peak learning rate %.3g (the run's was %.3g)", cfg.optim.lr, before)
+    return start_epoch, step, best, list(ckpt.get("history", []))
+
+
+def _training_state(model: nn.Module, optimizer, scheduler, scaler) -> dict:
+    """What a checkpoint needs to continue the run exactly: weights, optimiser,
+    schedule, loss scaler and random generators."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+    }
 
 
 def _datasets(cfg: TrainConfig, world: distrib.World, dev: torch.device) -> tuple:
