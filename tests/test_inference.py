@@ -188,6 +188,15 @@ def test_crops_grow_to_a_few_shapes_inside_the_image(shape) -> None:
             assert size - (part.stop - part.start) < BUCKET
 
 
+def test_grown_crops_stay_within_a_tile() -> None:
+    r = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"), tile=96)
+    shapes = []
+    real = r._inpaint
+    r._inpaint = lambda batch: shapes.append(batch.shape[1:3]) or real(batch)
+    r.restore(_annotated_scans(2))
+    assert shapes and max(max(shape) for shape in shapes) <= 96
+
+
 def test_crops_of_a_batch_share_inpainter_passes() -> None:
     r = Restorer(BrightMarksInTwoStages(), channels=3, device=torch.device("cpu"))
     scans = _annotated_scans(4)

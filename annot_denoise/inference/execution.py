@@ -259,7 +259,9 @@ def bucket(box: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, sli
     """``box`` grown to a multiple of ``BUCKET`` px a side (or the whole side of the
     image where that is shorter), evenly around it in steps of ``CELL`` px and
     shifted to stay inside the image: a box of the same shape for every crop of
-    the same size class."""
+    the same size class. (The shift can take a box at the image's far edge off
+    the ``CELL`` grid; its repair then differs a little, as any crop's does with
+    where it is cut.)"""
     grown = []
     for part, length in zip(box, shape):
         size = part.stop - part.start

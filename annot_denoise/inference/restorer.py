@@ -134,8 +134,7 @@ class Restorer(Network):
             frames = []
             for image, mask in zip(images, masks):
                 given = mask.astype(bool)
-                net = self._network_input(image)
-                frames.append(Frame(net=net, detected=given, prob=given.astype(np.float32)))
+                frames.append(Frame(net=self._network_input(image), detected=given))
             self._inpaint_around(frames)
             return [self._finish(image, frame) for image, frame in zip(images, frames)]
 
@@ -234,11 +233,11 @@ class Restorer(Network):
                 continue
             frame.fill = net.copy()
             for box, own in boxes:
-                if max(own.shape) > self.tile:
-                    self._take(frame, box, own, self._paint_large(net[box], detected[box]))
-                    continue
                 grown = bucket(box, detected.shape)
                 place = placed(own, box, grown)
+                if max(place.shape) > self.tile:  # a crop this large is tiled, not grown
+                    self._take(frame, box, own, self._paint_large(net[box], detected[box]))
+                    continue
                 classes.setdefault(place.shape, []).append((frame, grown, place))
         for shape, members in classes.items():
             per_pass = self.crops_per_pass(shape[0] * shape[1])

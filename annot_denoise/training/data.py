@@ -181,8 +181,17 @@ def resize_pair(
         y = cv2.resize(x, (w, h), interpolation=interp)
         return y[..., None] if y.ndim == 2 else y
 
-    coverage = cv2.resize(mask.astype(np.float32), (w, h), interpolation=interp)
-    return rs(annot), rs(clean), coverage > 1e-3
+    return rs(annot), rs(clean), resize_mask(mask, size)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``mask`` resized to (height, width): a pixel is set if any set pixel covers it."""
+    h, w = size
+    if mask.shape[:2] == (h, w):
+        return mask
+    shrink = h * w < mask.shape[0] * mask.shape[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(mask.astype(np.float32), (w, h), interpolation=interp) > 1e-3
 
 
 def to_chw(image: np.ndarray) -> torch.Tensor:
@@ -394,13 +403,12 @@ class SyntheticDataset(_Epochs, Dataset):
             clean, annot = clean[..., None], annot[..., None]
         if self.size:
             # Drawn at the scan's own scale, then resized as a pair (the thesis way).
-            interface = resize_pair(annot, clean, interface, self.size)[2]
+            interface = resize_mask(interface, self.size)
             annot, clean, mask = resize_pair(annot, clean, mask, self.size)
         if self.patch:
             y, x = crop_box(mask.shape, self.patch, rng, mask)
             annot, clean, mask, interface = crop([annot, clean, mask, interface], y, x, self.patch)
         return as_item(annot, clean, mask, interface)
-        return as_item(annot, clean, mask)
 
 
 def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
