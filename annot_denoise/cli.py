@@ -722,11 +722,21 @@ def export_cmd(
     full_precision: Annotated[
         bool, typer.Option(help="Keep fp32 weights (default: fp16, half the size).")
     ] = False,
+    mask_threshold: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            "--mask-threshold",
+            min=0.0,
+            max=1.0,
+            help="maskunet: store this threshold instead of the one training chose on its "
+            "validation crops (e.g. one chosen with eval on whole validation scans).",
+        ),
+    ] = None,
 ) -> None:
     """Strip a training checkpoint to what inference needs (no optimiser state)."""
     from annot_denoise.training.checkpoint import export_model
 
-    export_model(checkpoint, output, half=not full_precision)
+    export_model(checkpoint, output, half=not full_precision, mask_threshold=mask_threshold)
     out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
 
 

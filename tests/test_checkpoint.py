@@ -226,6 +226,18 @@ def test_export_refuses_a_folder_or_a_path_under_a_file(tmp_path: Path, trained_
     assert not any((tmp_path / "folder").iterdir())
 
 
+def test_export_can_store_a_threshold_chosen_elsewhere(tmp_path: Path, trained_run: Path) -> None:
+    trained = load_checkpoint(trained_run / "best.pt")["inference"]["mask_threshold"]
+    wanted = 0.9 if trained != 0.9 else 0.7
+    export_model(trained_run / "best.pt", tmp_path / "model.pt", mask_threshold=wanted)
+    exported = load_checkpoint(tmp_path / "model.pt")
+    assert exported["inference"]["mask_threshold"] == wanted
+    assert exported["provenance"]["mask_threshold"] == {"trained": trained, "set": wanted}
+    with pytest.raises(CheckpointError, match="between 0 and 1"):
+        export_model(trained_run / "best.pt", tmp_path / "other.pt", mask_threshold=1.5)
+    assert not (tmp_path / "other.pt").exists()
+
+
 def test_export_of_something_else_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match=r"notes\.txt: not a readable checkpoint"):

@@ -310,7 +310,12 @@ _MODEL_KEYS = ("arch", "data", "inference", "config", "metrics", "history", "epo
 
 
 def export_model(
-    src: Path | str, dst: Path | str, *, half: bool = True, provenance: dict | None = None
+    src: Path | str,
+    dst: Path | str,
+    *,
+    half: bool = True,
+    provenance: dict | None = None,
+    mask_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Write a stripped copy of a training checkpoint for sharing or shipping.
 
@@ -318,10 +323,22 @@ def export_model(
     threshold and dilation, training config, metrics) and drops the optimiser
     and RNG states; ``half`` stores floating-point weights as fp16 (they are
     loaded back into fp32 networks, so inference is unchanged but for rounding).
+    ``mask_threshold`` replaces the threshold training chose on its validation
+    crops (one chosen by ``eval`` on whole validation scans, say); the provenance
+    records both.
     """
     dst = Path(dst)
     check_output_file(dst)
     ckpt = load_checkpoint(src)
+    if mask_threshold is not None:
+        if not 0 <= mask_threshold <= 1:
+            raise CheckpointError(f"mask threshold {mask_threshold}: must be between 0 and 1")
+        inference = dict(ckpt.get("inference") or {})
+        provenance = {
+            **(provenance or {}),
+            "mask_threshold": {"trained": inference.get("mask_threshold"), "set": mask_threshold},
+        }
+        ckpt["inference"] = {**inference, "mask_threshold": float(mask_threshold)}
     weights = {
         k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
         for k, v in ckpt["model"].items()
