@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, ClassVar, Optional
+from typing import Annotated, Any, ClassVar, Optional
 
 import typer
 from rich.console import Console
@@ -174,16 +174,22 @@ ModelOption = Annotated[
 ]
 
 
-MaskThreshold = Annotated[
-    Optional[float],  # noqa: UP045
-    typer.Option(
-        "--mask-threshold",
-        min=0.0,
-        max=1.0,
-        help="maskunet: probability above which a pixel counts as annotation "
-        "(default: the value chosen on validation, stored in the checkpoint).",
-    ),
-]
+def _threshold_option(help: str) -> Any:
+    """``--mask-threshold``: a probability, or None for the checkpoint's own."""
+    return Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--mask-threshold", min=0.0, max=1.0, help=help),
+    ]
+
+
+MaskThreshold = _threshold_option(
+    "maskunet: probability above which a pixel counts as annotation "
+    "(default: the value chosen on validation, stored in the checkpoint)."
+)
+ExportThreshold = _threshold_option(
+    "maskunet: store this threshold instead of the one training chose on its "
+    "validation crops (e.g. one chosen with eval on whole validation scans)."
+)
 Dilate = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(
@@ -722,16 +728,7 @@ def export_cmd(
     full_precision: Annotated[
         bool, typer.Option(help="Keep fp32 weights (default: fp16, half the size).")
     ] = False,
-    mask_threshold: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(
-            "--mask-threshold",
-            min=0.0,
-            max=1.0,
-            help="maskunet: store this threshold instead of the one training chose on its "
-            "validation crops (e.g. one chosen with eval on whole validation scans).",
-        ),
-    ] = None,
+    mask_threshold: ExportThreshold = None,
 ) -> None:
     """Strip a training checkpoint to what inference needs (no optimiser state)."""
     from annot_denoise.training.checkpoint import export_model
