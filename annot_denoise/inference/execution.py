@@ -131,10 +131,7 @@ class Network:
 
         def cut(y: int, x: int, th: int, tw: int) -> np.ndarray:
             part = net[y : y + th, x : x + tw]
-            if plane is None:
-                return part
-            extra = plane[y : y + th, x : x + tw, None].astype(part.dtype)
-            return np.concatenate([part, extra], axis=2)
+            return part if plane is None else with_plane(part, plane[y : y + th, x : x + tw])
 
         if h <= tile and w <= tile:
             return {k: v[0] for k, v in forward(cut(0, 0, h, w)[None]).items()}
@@ -220,6 +217,12 @@ class Network:
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(self.device)
         return x.contiguous(memory_format=torch.channels_last)
+
+
+def with_plane(net: np.ndarray, plane: np.ndarray) -> np.ndarray:
+    """``net`` (H x W x C) with ``plane`` (H x W: the detections) as its last channel,
+    the input the inpainter takes."""
+    return np.concatenate([net, plane[..., None].astype(net.dtype)], axis=2)
 
 
 def flip(batch: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:

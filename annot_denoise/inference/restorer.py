@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from annot_denoise.config import MASK_DILATE
-from annot_denoise.inference.execution import Network, bucket, crops, resize
+from annot_denoise.inference.execution import Network, bucket, crops, resize, with_plane
 from annot_denoise.inference.postprocess import Frame, PostprocessConfig, run_stage
 from annot_denoise.inference.postprocess.common import LUMA
 from annot_denoise.io import (
@@ -243,12 +243,7 @@ class Restorer(Network):
             per_pass = self.crops_per_pass(shape[0] * shape[1])
             for start in range(0, len(members), per_pass):
                 chunk = members[start : start + per_pass]
-                batch = np.stack(
-                    [
-                        np.concatenate([f.net[b], f.detected[b][..., None].astype(f.net.dtype)], 2)
-                        for f, b, _ in chunk
-                    ]
-                )
+                batch = np.stack([with_plane(f.net[b], f.detected[b]) for f, b, _ in chunk])
                 out = self._paint_crops(batch)
                 for i, (frame, box, own) in enumerate(chunk):
                     self._take(frame, box, own, {k: v[i] for k, v in out.items()})
@@ -270,24 +265,24 @@ class Restorer(Network):
     def _inpaint_whole(self, frame: Frame) -> None:
         """The inpainter on the whole frame; its fill becomes the content, with the
         input outside the hole (no second copy of a large scan)."""
-        net = frame.net
-        out = self._paint_large(net, frame.detected)
-        painted = out.pop("hole") > 0.5
-        crop = Frame(net=net, detected=painted, hole=painted, fill=out.pop("content"))
-        crop = run_stage("inpainting", crop, self.postprocess)
-        np.copyto(crop.fill, net, where=~painted[..., None])
-        frame.fill, frame.hole = crop.fill, painted
+        painted, fill = self._repaired(frame.net, self._paint_large(frame.net, frame.detected))
+        np.copyto(fill, frame.net, where=~painted[..., None])
+        frame.fill, frame.hole = fill, painted
 
     def _take(
         self, frame: Frame, box: tuple[slice, slice], own: np.ndarray, out: dict[str, np.ndarray]
     ) -> None:
         """Write a crop's repair into its frame, in the pixels the crop owns."""
-        painted = out["hole"] > 0.5
-        crop = Frame(net=frame.net[box], detected=painted, hole=painted, fill=out["content"])
-        crop = run_stage("inpainting", crop, self.postprocess)
+        painted, fill = self._repaired(frame.net[box], out)
         take = own & painted
-        frame.fill[box][take] = crop.fill[take]
+        frame.fill[box][take] = fill[take]
         frame.hole[box][take] = True
+
+    def _repaired(self, net: np.ndarray, out: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """(hole, fill) of the inpainter's output for ``net``, after the inpainting steps."""
+        painted = out["hole"] > 0.5
+        crop = Frame(net=net, detected=painted, hole=painted, fill=out["content"])
+        return painted, run_stage("inpainting", crop, self.postprocess).fill
 
     # ------------------------------------------------------------------ writing back
 
