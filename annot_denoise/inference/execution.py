@@ -33,7 +33,7 @@ CROP_LIMIT = 0.5
 # Crops grow to a multiple of this many pixels a side, into more of the scan around
 # them, so that the crops of a batch fall into a few shapes and go through the
 # inpainter together: a small crop alone costs the network's per-layer overhead
-# many times over its arithmetic (bench/RESULTS.md, speed).
+# many times over its arithmetic (measurements in commit f35d89f's message).
 BUCKET = 128
 # Test-time augmentation (``tta``): the four flips of a batch (numpy axes of
 # B x H x W [x C]). Transposes scored worse: text and speckle are not isotropic.
