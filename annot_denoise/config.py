@@ -80,6 +80,13 @@ class DataConfig(_Strict):
         description="on_the_fly: a scanner interface drawn on both images (keep: the network "
         "learns to leave it), on the annotated one only (remove: it is a mark), or none",
     )
+    interface_focus: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="on_the_fly with scanner_ui keep: share of patches cut around the "
+        "interface (its text and bars, with no mark over them) instead of around the marks",
+    )
     labels: Path | None = Field(
         None, description="on_the_fly: a text file, one label per line, replacing the built-in"
     )

@@ -2,7 +2,8 @@
 
 Every ``draw_*`` function has the same contract::
 
-    mask = draw_x(image, rng, region=None, colors=("white", "yellow", "cyan"), record=None)
+    mask = draw_x(image, rng, region=None, colors=("white", "yellow", "cyan"), record=None,
+                  avoid=None)
 
 (``draw_text`` and ``draw_mixed`` also take ``labels``, a replacement label vocabulary.)
 
@@ -12,9 +13,11 @@ same bytes), and returns the boolean HxW mask of every pixel it painted; no pixe
 the mask changes. ``region`` is the scan's content mask (computed when None). ``colors``
 names colours in ``COLORS`` or holds ``"sampled"`` (a colour drawn per mark around the
 families scanners use, see ``render.sample_color``). When a dict is passed as ``record``,
-the drawn parameters are added to it, JSON-serialisable. ``DRAWERS`` maps names to
-functions; ``"mixed"`` combines the clinician's marks (not ``colorbar``: scanners draw
-bars themselves, see ``scanner_ui``).
+the drawn parameters are added to it, JSON-serialisable. ``avoid`` marks what the
+scanner drew (``scanner_ui``): readouts, labels, side letters and icons keep off it where
+they can, since a scanner never prints over its own text; without it nothing moves.
+``DRAWERS`` maps names to functions; ``"mixed"`` combines the clinician's marks (not
+``colorbar``: scanners draw bars themselves, see ``scanner_ui``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def _run(
     region: np.ndarray | None,
     colors: Sequence[str],
     record: dict | None,
+    avoid: np.ndarray | None,
     **kwargs: object,
 ) -> np.ndarray:
     """Set up painter, scene and palette for one call, run ``part`` and return the mask."""
@@ -70,7 +74,7 @@ def _run(
         if record is not None:
             record["skipped"] = "image too small"
         return painter.mask
-    scene = Scene.from_image(image, region)
+    scene = Scene.from_image(image, region, avoid)
     rec: dict = {}
     part(painter, scene, rng, palette, rec, **kwargs)
     if record is not None:
@@ -85,12 +89,13 @@ def draw_calipers(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Caliper pairs ("+"/"x") on structure edges, dotted/dashed joins, optional 1/2/3 numbers.
 
     Draws in place; returns the boolean HxW mask of the pixels it painted.
     """
-    return _run(marks.calipers, image, rng, region, colors, record)
+    return _run(marks.calipers, image, rng, region, colors, record, avoid)
 
 
 def draw_text(
@@ -100,6 +105,7 @@ def draw_text(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Clinical text labels ("RT BREAST", "Lt Ovary", "SAG"...) in several fonts and sizes.
@@ -109,7 +115,7 @@ def draw_text(
     the boolean HxW mask of the pixels it painted.
     """
     vocab = check_labels(labels) if labels is not None else None
-    return _run(overlays.labels, image, rng, region, colors, record, vocabulary=vocab)
+    return _run(overlays.labels, image, rng, region, colors, record, avoid, vocabulary=vocab)
 
 
 def draw_measurements(
@@ -119,6 +125,7 @@ def draw_measurements(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
     lines: int | None = None,
 ) -> np.ndarray:
     """A corner readout box ("1 D 6.71cm", "Dist 1.23 cm"...), framed or on a dark fill.
@@ -126,7 +133,7 @@ def draw_measurements(
     ``lines`` fixes the number of readout lines (1-4; random when None). Draws in place;
     returns the boolean HxW mask of the pixels it painted.
     """
-    return _run(overlays.measurements, image, rng, region, colors, record, lines=lines)
+    return _run(overlays.measurements, image, rng, region, colors, record, avoid, lines=lines)
 
 
 def draw_arrows(
@@ -136,12 +143,13 @@ def draw_arrows(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Arrows with solid, hollow or open heads and straight or curved shafts, aimed at edges.
 
     Draws in place; returns the boolean HxW mask of the pixels it painted.
     """
-    return _run(marks.arrows, image, rng, region, colors, record)
+    return _run(marks.arrows, image, rng, region, colors, record, avoid)
 
 
 def draw_markers(
@@ -151,12 +159,13 @@ def draw_markers(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """A few to a dozen point markers ("+", "x", dots, circles), scattered or traced.
 
     Draws in place; returns the boolean HxW mask of the pixels it painted.
     """
-    return _run(marks.markers, image, rng, region, colors, record)
+    return _run(marks.markers, image, rng, region, colors, record, avoid)
 
 
 def draw_shapes(
@@ -166,12 +175,13 @@ def draw_shapes(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """ROI rectangles and brackets (solid/dashed) and dotted measurement ellipses.
 
     Draws in place; returns the boolean HxW mask of the pixels it painted.
     """
-    return _run(marks.shapes, image, rng, region, colors, record)
+    return _run(marks.shapes, image, rng, region, colors, record, avoid)
 
 
 def draw_colorbar(
@@ -181,6 +191,7 @@ def draw_colorbar(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """A vertical grey or colour-map bar near one side, with optional ticks and end labels.
 
@@ -190,7 +201,7 @@ def draw_colorbar(
     place; returns the boolean HxW mask of the pixels it painted. The bar keeps its own
     colours; ``colors`` applies to its frame, ticks and labels.
     """
-    return _run(overlays.colorbar, image, rng, region, colors, record)
+    return _run(overlays.colorbar, image, rng, region, colors, record, avoid)
 
 
 def draw_cursors(
@@ -200,13 +211,14 @@ def draw_cursors(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """White pointer or pointing-hand cursors with a dark outline, parked on the image.
 
     Cursors are white on every scanner, so ``colors`` is accepted and not used. Draws in
     place; returns the boolean HxW mask of the pixels it painted.
     """
-    return _run(icons.cursors, image, rng, region, colors, record)
+    return _run(icons.cursors, image, rng, region, colors, record, avoid)
 
 
 def draw_body_marker(
@@ -216,12 +228,13 @@ def draw_body_marker(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """A body-marker pictogram (breast, abdomen, thyroid, neck, pelvis) with a probe bar.
 
     Draws in place; returns the boolean HxW mask of the pixels it painted.
     """
-    return _run(icons.body_marker, image, rng, region, colors, record)
+    return _run(icons.body_marker, image, rng, region, colors, record, avoid)
 
 
 def draw_side_letters(
@@ -231,12 +244,13 @@ def draw_side_letters(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """A side letter or orientation word ("R", "LT", "SAG") at a top corner, often bold.
 
     Draws in place; returns the boolean HxW mask of the pixels it painted.
     """
-    return _run(overlays.side_letters, image, rng, region, colors, record)
+    return _run(overlays.side_letters, image, rng, region, colors, record, avoid)
 
 
 # Probability that ``mixed`` includes each part; at least one is always drawn.
@@ -312,6 +326,7 @@ def draw_mixed(
     region: np.ndarray | None = None,
     colors: Sequence[str] = DEFAULT_COLORS,
     record: dict | None = None,
+    avoid: np.ndarray | None = None,
     parts: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
 ) -> np.ndarray:
@@ -328,7 +343,7 @@ def draw_mixed(
             f"unknown or no mixed parts {sorted(unknown)}; choose from {list(MIXED_ODDS)}"
         )
     vocab = check_labels(labels) if labels is not None else None
-    return _run(_mixed, image, rng, region, colors, record, parts=parts, vocabulary=vocab)
+    return _run(_mixed, image, rng, region, colors, record, avoid, parts=parts, vocabulary=vocab)
 
 
 DRAWERS: dict[str, Callable[..., np.ndarray]] = {

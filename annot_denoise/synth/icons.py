@@ -117,9 +117,11 @@ def body_marker(
     margin = 0.01 * min(scene.height, scene.width)
     x, y, corner = scene.corner_box(rng, size, size, margin)
     if "top" in corner and rng.random() < 0.8:
-        # Body markers sit low on most screens; move to the bottom of the same side.
-        corner = corner.replace("top", "bottom")
-        y = float(np.clip(scene.height - margin * rng.uniform(0.5, 1.5) - size, 0, None))
+        # Body markers sit low on most screens; move to the bottom of the same side
+        # unless the scanner's own text is there.
+        low = float(np.clip(scene.height - margin * rng.uniform(0.5, 1.5) - size, 0, None))
+        if not scene.overlap(x, low, size, size):
+            corner, y = corner.replace("top", "bottom"), low
     center: Point = (x + size / 2, y + size / 2)
     half = size / 2 * 0.8
     style = palette.style(1.0)

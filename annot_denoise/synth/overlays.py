@@ -84,7 +84,8 @@ def labels(
         # Scanners never print text over text: retry a few spots clear of earlier marks.
         for _ in range(8):
             x, y = _label_spot(scene, rng, where, w, h, style.height, anchor)
-            if not _occupied(painter, x - pad, y - pad, w + 2 * pad, h + 2 * pad):
+            box = (x - pad, y - pad, w + 2 * pad, h + 2 * pad)
+            if not _occupied(painter, *box) and not scene.overlap(*box):
                 break
             if where == "anchor":
                 where = "lower"
@@ -187,7 +188,8 @@ def measurements(
     margin = 0.015 * min(scene.height, scene.width)
     for _ in range(6):
         x, y, corner = scene.corner_box(rng, w + 2 * pad, h + 2 * pad, margin)
-        if not _occupied(painter, x, y, w + 2 * pad, h + 2 * pad):
+        box = (x, y, w + 2 * pad, h + 2 * pad)
+        if not _occupied(painter, *box) and not scene.overlap(*box):
             break
     frame = max(1, round(s * rng.uniform(0.7, 1.3))) if rng.random() < 0.35 else 0
     background = rng.uniform(0.4, 1.0) if rng.random() < 0.5 else 0.0
@@ -281,13 +283,16 @@ def side_letters(
     if rng.random() < 0.5:
         style = TextStyle(style.font, style.height, True, style.antialias)
     w, asc, desc = text_box(word, style)
-    margin = rng.uniform(0.01, 0.05) * min(scene.height, scene.width)
-    x0, y0, x1, _ = scene.bbox if rng.random() < 0.6 else (0, 0, scene.width, scene.height)
-    left = rng.random() < 0.5
-    x = x0 + margin if left else x1 - margin - w
-    y = y0 + margin
-    x = float(np.clip(x, 0, max(0.0, scene.width - w - 1)))
-    y = float(np.clip(y, 0, max(0.0, scene.height - asc - desc - 1)))
+    for _ in range(8):  # off the scanner's own text where a top corner allows
+        margin = rng.uniform(0.01, 0.05) * min(scene.height, scene.width)
+        x0, y0, x1, _ = scene.bbox if rng.random() < 0.6 else (0, 0, scene.width, scene.height)
+        left = rng.random() < 0.5
+        x = x0 + margin if left else x1 - margin - w
+        y = y0 + margin
+        x = float(np.clip(x, 0, max(0.0, scene.width - w - 1)))
+        y = float(np.clip(y, 0, max(0.0, scene.height - asc - desc - 1)))
+        if not scene.overlap(x, y, w, asc + desc):
+            break
     cov = painter.layer()
     put_text(cov, word, (x, y), style)
     painter.paint(cov, rgb, blur=palette.blur)

@@ -128,6 +128,7 @@ def annotate(
     scanner_ui: ScannerUI = "keep",
     labels: Sequence[str] | None = None,
     jpeg_quality: JpegQuality = None,
+    interface: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Draw on a copy of ``image``: (clean, annotated, exact mask, drawn parameters).
 
@@ -151,9 +152,14 @@ def annotate(
     the compression noise of the mark's blocks; no other pixel differs, since identical
     blocks compress identically.
 
+    The built-in drawers keep their readouts, labels, side letters and icons off the
+    interface (a scanner never prints over its own text); ``interface`` (bool HxW) names
+    the pixels of one the caller burned into ``image`` already, for the same purpose.
+
     The interface and the compression quality come from generators seeded from ``rng``
-    before anything is drawn, so the marks on a scan are the same whichever ``scanner_ui``
-    and ``jpeg_quality`` are chosen.
+    before anything is drawn, so the marks on a scan are the same whichever
+    ``jpeg_quality`` is chosen, and whichever ``scanner_ui`` except for those moved off
+    the interface.
     """
     fn = resolve_drawer(drawer)
     scanner_ui, quality_spec, vocabulary = check_options(scanner_ui, jpeg_quality, labels)
@@ -162,14 +168,17 @@ def annotate(
     region = content_region(clean) if min(clean.shape[:2]) > 0 else None
     params: dict = {}
     ui: dict = {}
+    avoid = None if interface is None else np.asarray(interface, dtype=bool)
     if scanner_ui == "keep":
-        draw_scanner_ui(clean, ui_rng, region=region, record=ui)
+        drawn = draw_scanner_ui(clean, ui_rng, region=region, record=ui)
+        avoid = drawn if avoid is None else avoid | drawn
     annotated = clean.copy()
     if scanner_ui == "remove":
-        draw_scanner_ui(annotated, ui_rng, region=region, record=ui)
+        drawn = draw_scanner_ui(annotated, ui_rng, region=region, record=ui)
+        avoid = drawn if avoid is None else avoid | drawn
     if drawer in DRAWERS:
         extra = {"labels": vocabulary} if vocabulary and drawer in _LABEL_DRAWERS else {}
-        fn(annotated, rng, region=region, colors=colors, record=params, **extra)
+        fn(annotated, rng, region=region, colors=colors, record=params, avoid=avoid, **extra)
     else:
         intended = fn(annotated, rng)
         if not isinstance(annotated, np.ndarray) or annotated.shape != clean.shape:

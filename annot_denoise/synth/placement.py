@@ -140,10 +140,20 @@ class Scene:
     gy: np.ndarray
     fx: float  # coarse / full scale, x
     fy: float  # coarse / full scale, y
+    # bool HxW, full resolution: what the scanner drew. Readouts, labels and icons keep
+    # off it, since a scanner never prints over its own text.
+    avoid: np.ndarray | None = None
 
     @classmethod
-    def from_image(cls, image: np.ndarray, region: np.ndarray | None = None) -> Scene:
+    def from_image(
+        cls, image: np.ndarray, region: np.ndarray | None = None, avoid: np.ndarray | None = None
+    ) -> Scene:
         h, w = image.shape[:2]
+        if avoid is not None:
+            avoid = np.asarray(avoid, dtype=bool)
+            if avoid.shape != (h, w):
+                raise ValueError(f"avoid shape {avoid.shape} does not match image {(h, w)}")
+            avoid = avoid if avoid.any() else None
         if region is None:
             region = content_region(image)
         region = np.asarray(region, dtype=bool)
@@ -164,7 +174,7 @@ class Scene:
         gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
         grad = np.where(inner, np.hypot(gx, gy), 0).astype(np.float32)
         dark = np.where(inner, _lesion_saliency(grey, inner), 0)
-        return cls(h, w, region, inner, grad, dark.astype(np.float32), gx, gy, 1 / k, 1 / k)
+        return cls(h, w, region, inner, grad, dark.astype(np.float32), gx, gy, 1 / k, 1 / k, avoid)
 
     @property
     def scale(self) -> float:
@@ -246,14 +256,36 @@ class Scene:
         y = float(np.clip(p[1], my, max(my, self.height - 1 - my)))
         return x, y
 
+    def overlap(self, x: float, y: float, w: float, h: float) -> int:
+        """How many ``avoid`` pixels lie in the box (x, y, w, h) or a pixel around it."""
+        if self.avoid is None:
+            return 0
+        x0, y0 = max(0, int(x) - 1), max(0, int(y) - 1)
+        return int(np.count_nonzero(self.avoid[y0 : int(y + h) + 2, x0 : int(x + w) + 2]))
+
     def corner_box(
         self, rng: np.random.Generator, w: float, h: float, margin: float
     ) -> tuple[float, float, str]:
         """Top-left corner for a ``w`` x ``h`` box in a corner of the image or of the content.
 
         Measurement readouts sit in a screen corner, or just inside the corner of the
-        imaged area when the scan fills the screen. Returns (x, y, corner name).
+        imaged area when the scan fills the screen. A box over ``avoid`` is drawn again
+        (the least covering of 8 tries wins), so without ``avoid`` the first draw stands.
+        Returns (x, y, corner name).
         """
+        best = self._corner_box(rng, w, h, margin)
+        cost = self.overlap(best[0], best[1], w, h)
+        for _ in range(8):
+            if cost == 0:
+                break
+            box = self._corner_box(rng, w, h, margin)
+            if (box_cost := self.overlap(box[0], box[1], w, h)) < cost:
+                best, cost = box, box_cost
+        return best
+
+    def _corner_box(
+        self, rng: np.random.Generator, w: float, h: float, margin: float
+    ) -> tuple[float, float, str]:
         corner = ("top-left", "top-right", "bottom-left", "bottom-right")[int(rng.integers(4))]
         if rng.random() < 0.5:
             x0, y0, x1, y1 = 0, 0, self.width, self.height
@@ -267,7 +299,8 @@ class Scene:
         return x, y, corner
 
     def margin_box(self, rng: np.random.Generator, w: float, h: float) -> tuple[float, float]:
-        """Top-left corner for a box that overlaps the content as little as possible."""
+        """Top-left corner for a box that overlaps the content as little as possible, and
+        ``avoid`` not at all where it can."""
         best, best_cost = (0.0, 0.0), np.inf
         for _ in range(12):
             x = rng.uniform(0, max(0.0, self.width - w))
@@ -275,6 +308,8 @@ class Scene:
             x0, y0 = int(x), int(y)
             window = self.region[y0 : y0 + max(1, int(h)), x0 : x0 + max(1, int(w))]
             cost = float(window.mean()) if window.size else 1.0
+            # Over the scanner's own text is worse than over any content.
+            cost += 1.0 if self.overlap(x, y, w, h) else 0.0
             if cost < best_cost:
                 best, best_cost = (float(x), float(y)), cost
         return best

@@ -323,6 +323,7 @@ class SyntheticDataset(_Epochs, Dataset):
         drawer: str = "mixed",
         colors: Sequence[str] = ("white", "yellow", "cyan"),
         scanner_ui: str = "keep",
+        interface_focus: float = 0.0,
         labels: Sequence[str] | None = None,
         jpeg_quality: int | tuple[int, int] | None = None,
         repeats: int = 4,
@@ -335,6 +336,7 @@ class SyntheticDataset(_Epochs, Dataset):
         self.channels, self.size, self.patch = channels, (tuple(size) if size else None), patch
         self.drawer, self.colors, self.repeats = drawer, tuple(colors), repeats
         self.scanner_ui, self.labels, self.jpeg_quality = scanner_ui, labels, jpeg_quality
+        self.interface_focus = interface_focus
         self.augment, self.seed, self.fixed = augment and not fixed, seed, fixed
         # Where drawing a sample spends its time (bench/speed.py reads it).
         self.stages = StageTimes()
@@ -389,6 +391,7 @@ class SyntheticDataset(_Epochs, Dataset):
                 scanner_ui=ui,
                 labels=self.labels,
                 jpeg_quality=self.jpeg_quality,
+                interface=interface,
             )
         with self.stages("patch"):
             return self._patch(clean, annot, mask, interface, rng)
@@ -406,7 +409,12 @@ class SyntheticDataset(_Epochs, Dataset):
             interface = resize_mask(interface, self.size)
             annot, clean, mask = resize_pair(annot, clean, mask, self.size)
         if self.patch:
-            y, x = crop_box(mask.shape, self.patch, rng, mask)
+            # Marks cover a few percent of a scan and the interface a few more: left to
+            # chance, a patch seldom shows the scanner's text to learn to leave alone.
+            if self.interface_focus and interface.any() and rng.random() < self.interface_focus:
+                y, x = crop_box(mask.shape, self.patch, rng, interface, focus=1.0)
+            else:
+                y, x = crop_box(mask.shape, self.patch, rng, mask)
             annot, clean, mask, interface = crop([annot, clean, mask, interface], y, x, self.patch)
         return as_item(annot, clean, mask, interface)
 
@@ -426,6 +434,7 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
             drawer=d.drawer,
             colors=d.colors,
             scanner_ui=d.scanner_ui,
+            interface_focus=d.interface_focus,
             labels=_labels(d.labels),
             jpeg_quality=d.jpeg_quality,
             **common,
