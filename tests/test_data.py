@@ -241,3 +241,27 @@ def test_on_the_fly_labels_and_jpeg_settings_are_checked(tmp_path: Path) -> None
     cfg = validate_config({"data": {**data, "labels": str(tmp_path / "missing.txt")}})
     with pytest.raises(DatasetError, match=r"data\.labels: .*missing\.txt"):
         build_datasets(cfg)
+
+
+def test_interface_focus_cuts_patches_around_the_scanner_interface(tmp_path: Path) -> None:
+    """interface_focus 1: every patch of a scan with an interface shows some of it; 0:
+    patches follow the marks, and a smaller share of them show the interface."""
+    from annot_denoise.phantom import make_phantom
+    from annot_denoise.training.data import SyntheticDataset
+
+    write_image(tmp_path / "a.png", make_phantom(360, 640, np.random.default_rng(3)))
+    shown = {}
+    for focus in (0.0, 1.0):
+        data = SyntheticDataset(
+            [tmp_path / "a.png"],
+            channels=3,
+            size=None,
+            patch=96,
+            colors=("white",),
+            repeats=16,
+            augment=False,
+            interface_focus=focus,
+        )
+        shown[focus] = [bool(data[i]["interface"].any()) for i in range(len(data))]
+    assert all(shown[1.0])
+    assert sum(shown[0.0]) < len(shown[0.0])

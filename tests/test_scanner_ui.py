@@ -165,3 +165,43 @@ def test_plugin_drawer_gets_the_interface_too(monkeypatch) -> None:
     assert differs(clean, image).any() and mask.any() and "ui" in params
     assert np.array_equal(mask, differs(annotated, clean))
     sys.modules.pop("custom_drawer", None)
+
+
+def test_readouts_labels_and_icons_keep_off_the_interface() -> None:
+    """A scanner never prints over its own text: given the interface, the drawers that
+    put text and icons in corners and margins find a free spot where one exists."""
+    import cv2
+
+    from annot_denoise.synth.drawers import draw_mixed
+
+    parts = ["measurements", "text", "side_letters", "body_marker"]
+    hits = {"without": 0, "with": 0}
+    for seed in range(16):
+        clean = screen(seed=seed)
+        interface = draw_scanner_ui(clean, np.random.default_rng(seed))
+        near = cv2.dilate(interface.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        for key, avoid in (("without", None), ("with", interface)):
+            image = clean.copy()
+            mask = draw_mixed(image, np.random.default_rng(100 + seed), parts=parts, avoid=avoid)
+            hits[key] += bool((mask & near).any())
+    assert hits["without"] >= 4  # the test would see the overlap it guards against
+    assert hits["with"] <= hits["without"] // 4
+
+
+def test_annotate_keeps_marks_off_an_interface_it_is_given() -> None:
+    """A caller that burned the interface itself (on-the-fly training) passes its pixels,
+    with the same effect as annotate's own: no mark moved means the same draw."""
+    from annot_denoise.synth.placement import Scene
+
+    image = screen(seed=5)
+    drawn = image.copy()
+    ui_seed = int(np.random.default_rng(3).integers(0, 2**63, 2)[0])  # annotate's own
+    interface = draw_scanner_ui(drawn, np.random.default_rng(ui_seed))
+    own = annotate(image, "mixed", np.random.default_rng(3), colors=("white",))
+    given = annotate(
+        drawn, "mixed", np.random.default_rng(3), colors=("white",), scanner_ui="off",
+        interface=interface,
+    )  # fmt: skip
+    assert np.array_equal(own[1], given[1]) and np.array_equal(own[2], given[2])
+    with pytest.raises(ValueError, match="avoid shape"):
+        Scene.from_image(image, avoid=np.zeros((3, 3), bool))

@@ -81,17 +81,25 @@ def window(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray
     return image[window_at(image, side, rng)]
 
 
-def window_at(image: np.ndarray, side: int, rng: np.random.Generator) -> tuple[slice, slice]:
-    """Where :func:`window` cuts ``image``, for cutting other arrays the same way."""
+def window_at(
+    image: np.ndarray, side: int, rng: np.random.Generator, around: np.ndarray | None = None
+) -> tuple[slice, slice]:
+    """Where :func:`window` cuts ``image``, for cutting other arrays the same way; with
+    ``around`` (bool HxW, not empty), centred on one of its pixels instead."""
     h, w = image.shape[:2]
     if h <= side and w <= side:
         return slice(0, h), slice(0, w)
-    cy, cx = int(rng.integers(h)), int(rng.integers(w))
-    for _ in range(8):  # a few tries find the content of any real scan
-        y, x = int(rng.integers(h)), int(rng.integers(w))
-        if np.any(image[y, x] > 0):
-            cy, cx = y, x
-            break
+    if around is not None:
+        ys, xs = np.nonzero(around)
+        i = int(rng.integers(len(ys)))
+        cy, cx = int(ys[i]), int(xs[i])
+    else:
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        for _ in range(8):  # a few tries find the content of any real scan
+            y, x = int(rng.integers(h)), int(rng.integers(w))
+            if np.any(image[y, x] > 0):
+                cy, cx = y, x
+                break
     y0 = int(np.clip(cy - side // 2, 0, max(h - side, 0)))
     x0 = int(np.clip(cx - side // 2, 0, max(w - side, 0)))
     return slice(y0, y0 + side), slice(x0, x0 + side)

@@ -355,7 +355,7 @@ class SyntheticDataset(_Epochs, Dataset):
 
         rng = self.item_rng(index)
         scan = self._scans[self.split_index(index)[1] % len(self._scans)]
-        ui, interface = self.scanner_ui, None
+        ui, interface, on_interface = self.scanner_ui, None, False
         windowed = bool(self.patch and not self.size)
         if ui == "keep":
             # The interface is drawn here, not by annotate, so that its pixels are known
@@ -370,8 +370,13 @@ class SyntheticDataset(_Epochs, Dataset):
                 scan = promote(scan, self.colors).copy()  # the cached scan stays as read
             with self.stages("interface"):
                 interface = draw_scanner_ui(scan, rng)
+            # Marks cover a few percent of a scan and the interface a few more: left to
+            # chance, a patch seldom shows the scanner's text to learn to leave alone.
+            if self.interface_focus and interface.any():
+                on_interface = bool(rng.random() < self.interface_focus)
             if windowed:
-                at = window_at(scan, int(self.patch * 2.5), rng)
+                around = interface if on_interface else None
+                at = window_at(scan, int(self.patch * 2.5), rng, around)
                 scan, interface = scan[at], interface[at]
             ui = "off"
         else:
@@ -394,10 +399,13 @@ class SyntheticDataset(_Epochs, Dataset):
                 interface=interface,
             )
         with self.stages("patch"):
-            return self._patch(clean, annot, mask, interface, rng)
+            return self._patch(clean, annot, mask, interface, rng, on_interface)
 
-    def _patch(self, clean, annot, mask, interface, rng) -> dict[str, torch.Tensor]:
-        """The drawn pair as the network takes it: channels, size, the patch."""
+    def _patch(
+        self, clean, annot, mask, interface, rng, on_interface: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """The drawn pair as the network takes it: channels, size, the patch (around a
+        mark, or around the interface when ``on_interface``)."""
         if interface is None:
             interface = np.zeros(mask.shape, bool)
         convert = to_rgb if self.channels == 3 else to_grey
@@ -409,9 +417,7 @@ class SyntheticDataset(_Epochs, Dataset):
             interface = resize_mask(interface, self.size)
             annot, clean, mask = resize_pair(annot, clean, mask, self.size)
         if self.patch:
-            # Marks cover a few percent of a scan and the interface a few more: left to
-            # chance, a patch seldom shows the scanner's text to learn to leave alone.
-            if self.interface_focus and interface.any() and rng.random() < self.interface_focus:
+            if on_interface and interface.any():
                 y, x = crop_box(mask.shape, self.patch, rng, interface, focus=1.0)
             else:
                 y, x = crop_box(mask.shape, self.patch, rng, mask)
