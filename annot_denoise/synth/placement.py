@@ -9,6 +9,7 @@ even on a 1500x1000 scan. All points are float (x, y) in full-image pixel coordi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -126,127 +127,54 @@ def _lesion_saliency(grey: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return (np.clip(contrast, 0, 1) ** 2 * dark) ** 2
 
 
+def _outline(
+    image: np.ndarray, region: np.ndarray | None, avoid: np.ndarray | None
+) -> tuple[int, int, np.ndarray, np.ndarray | None]:
+    """(height, width, region, avoid) checked against ``image``; the region computed
+    when None, the whole image when empty; an empty ``avoid`` becomes None."""
+    h, w = image.shape[:2]
+    if avoid is not None:
+        avoid = np.asarray(avoid, dtype=bool)
+        if avoid.shape != (h, w):
+            raise ValueError(f"avoid shape {avoid.shape} does not match image {(h, w)}")
+        avoid = avoid if avoid.any() else None
+    if region is None:
+        region = content_region(image)
+    region = np.asarray(region, dtype=bool)
+    if region.shape != (h, w):
+        raise ValueError(f"region shape {region.shape} does not match image {(h, w)}")
+    if not region.any():
+        region = np.ones((h, w), dtype=bool)
+    return h, w, region, avoid
+
+
 @dataclass
-class Scene:
-    """Placement context for one image: its region plus a coarse gradient map of it."""
+class Outline:
+    """Where an image's content lies, and what marks keep off: enough to place the
+    scanner's interface, which keeps to the rim of the field of view and the screen's
+    edges (``Scene`` adds what the clinician's marks need)."""
 
     height: int
     width: int
     region: np.ndarray  # bool HxW, full resolution
-    inner: np.ndarray  # bool, coarse: the region eroded away from its own rim
-    grad: np.ndarray  # float32, coarse: smoothed gradient magnitude, 0 outside ``inner``
-    dark: np.ndarray  # float32, coarse: how dark (lesion-like) each place is inside ``inner``
-    gx: np.ndarray  # float32, coarse: smoothed x and y derivatives, for edge normals
-    gy: np.ndarray
-    fx: float  # coarse / full scale, x
-    fy: float  # coarse / full scale, y
-    # bool HxW, full resolution: what the scanner drew. Readouts, labels and icons keep
-    # off it, since a scanner never prints over its own text.
-    avoid: np.ndarray | None = None
+    # bool HxW, full resolution, or None: what the scanner drew. Readouts, labels and
+    # icons keep off it, since a scanner never prints over its own text.
+    avoid: np.ndarray | None
 
     @classmethod
     def from_image(
         cls, image: np.ndarray, region: np.ndarray | None = None, avoid: np.ndarray | None = None
-    ) -> Scene:
-        h, w = image.shape[:2]
-        if avoid is not None:
-            avoid = np.asarray(avoid, dtype=bool)
-            if avoid.shape != (h, w):
-                raise ValueError(f"avoid shape {avoid.shape} does not match image {(h, w)}")
-            avoid = avoid if avoid.any() else None
-        if region is None:
-            region = content_region(image)
-        region = np.asarray(region, dtype=bool)
-        if region.shape != (h, w):
-            raise ValueError(f"region shape {region.shape} does not match image {(h, w)}")
-        if not region.any():
-            region = np.ones((h, w), dtype=bool)
-        grey, k = _small_grey(image, _GRADIENT_SIDE)
-        sh, sw = grey.shape
-        small = cv2.resize(region.view(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)
-        r = max(1, round(min(sh, sw) * 0.04))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        inner = cv2.erode(small, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
-        if not inner.any():
-            inner = small > 0 if small.any() else np.ones_like(small, dtype=bool)
-        smooth = cv2.GaussianBlur(grey, (0, 0), 1.2)
-        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-        grad = np.where(inner, np.hypot(gx, gy), 0).astype(np.float32)
-        dark = np.where(inner, _lesion_saliency(grey, inner), 0)
-        return cls(h, w, region, inner, grad, dark.astype(np.float32), gx, gy, 1 / k, 1 / k, avoid)
+    ) -> Outline:
+        return cls(*_outline(image, region, avoid))
 
     @property
     def scale(self) -> float:
         """Size factor for marks: 1.0 for a 500-px scan (shorter side)."""
         return min(self.height, self.width) / 500.0
 
-    @property
+    @cached_property
     def bbox(self) -> tuple[int, int, int, int]:
         return region_bbox(self.region)
-
-    def _to_full(self, i: int, rng: np.random.Generator) -> Point:
-        sw = self.inner.shape[1]
-        x = (i % sw + rng.random()) / self.fx
-        y = (i // sw + rng.random()) / self.fy
-        return min(x, self.width - 0.5), min(y, self.height - 0.5)
-
-    def _weighted(self, weights: np.ndarray, rng: np.random.Generator) -> Point:
-        cum = np.cumsum(weights.ravel(), dtype=np.float64)
-        if cum[-1] <= 0:
-            return self.random_point(rng)
-        i = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
-        return self._to_full(min(i, cum.size - 1), rng)
-
-    def random_point(self, rng: np.random.Generator) -> Point:
-        """A uniform point well inside the content (away from the fan's rim)."""
-        idx = np.flatnonzero(self.inner)
-        return self._to_full(int(idx[rng.integers(idx.size)]), rng)
-
-    def edge_point(self, rng: np.random.Generator) -> Point:
-        """A point on a structure boundary: drawn with probability ~ gradient squared."""
-        return self._weighted(self.grad**2, rng)
-
-    def normal_at(self, p: Point) -> float:
-        """Direction (radians) from the brighter to the darker side of the edge at ``p``."""
-        sh, sw = self.gx.shape
-        i = min(max(int(p[1] * self.fy), 0), sh - 1)
-        j = min(max(int(p[0] * self.fx), 0), sw - 1)
-        return float(np.arctan2(-self.gy[i, j] * self.fy, -self.gx[i, j] * self.fx))
-
-    def dark_point(self, rng: np.random.Generator) -> Point:
-        """A point inside a dark (hypoechoic, lesion-like) area of the content."""
-        return self._weighted(self.dark, rng)
-
-    def inside(self, p: Point) -> bool:
-        """Whether ``p`` lies in the inner content area."""
-        sh, sw = self.inner.shape
-        i, j = int(p[1] * self.fy), int(p[0] * self.fx)
-        return 0 <= i < sh and 0 <= j < sw and bool(self.inner[i, j])
-
-    def edge_along(
-        self, p: Point, angle: float, rmin: float, rmax: float, rng: np.random.Generator
-    ) -> Point:
-        """The strongest edge on the ray from ``p`` at ``angle`` between ``rmin`` and ``rmax``.
-
-        The ray stops where it leaves the inner content; with no room beyond ``rmin`` the
-        last point still inside is returned (``p`` itself at worst).
-        """
-        sh, sw = self.inner.shape
-        r = np.linspace(0.0, rmax, 64)
-        xs, ys = p[0] + r * np.cos(angle), p[1] + r * np.sin(angle)
-        js, is_ = (xs * self.fx).astype(int), (ys * self.fy).astype(int)
-        ok = (js >= 0) & (js < sw) & (is_ >= 0) & (is_ < sh)
-        ok &= self.inner[np.clip(is_, 0, sh - 1), np.clip(js, 0, sw - 1)]
-        stop = int(np.argmin(ok)) if not ok.all() else r.size
-        first = int(np.searchsorted(r, rmin))
-        if stop > first:
-            g = self.grad[is_[first:stop], js[first:stop]]
-            # A little noise so repeated calls on one scan do not pick the same pixel.
-            k = first + int(np.argmax(g * rng.uniform(0.8, 1.0, stop - first)))
-            return float(xs[k]), float(ys[k])
-        k = max(stop - 1, 0)
-        return self.clip((float(xs[k]), float(ys[k])))
 
     def clip(self, p: Point, margin: float = 0.0) -> Point:
         """``p`` moved inside the image, ``margin`` px from its border where room allows."""
@@ -313,3 +241,99 @@ class Scene:
             if cost < best_cost:
                 best, best_cost = (float(x), float(y)), cost
         return best
+
+
+@dataclass
+class Scene(Outline):
+    """Placement context for one image: its region plus a coarse gradient map of it."""
+
+    inner: np.ndarray  # bool, coarse: the region eroded away from its own rim
+    grad: np.ndarray  # float32, coarse: smoothed gradient magnitude, 0 outside ``inner``
+    dark: np.ndarray  # float32, coarse: how dark (lesion-like) each place is inside ``inner``
+    gx: np.ndarray  # float32, coarse: smoothed x and y derivatives, for edge normals
+    gy: np.ndarray
+    fx: float  # coarse / full scale, x
+    fy: float  # coarse / full scale, y
+
+    @classmethod
+    def from_image(
+        cls, image: np.ndarray, region: np.ndarray | None = None, avoid: np.ndarray | None = None
+    ) -> Scene:
+        h, w, region, avoid = _outline(image, region, avoid)
+        grey, k = _small_grey(image, _GRADIENT_SIDE)
+        sh, sw = grey.shape
+        small = cv2.resize(region.view(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)
+        r = max(1, round(min(sh, sw) * 0.04))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        inner = cv2.erode(small, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+        if not inner.any():
+            inner = small > 0 if small.any() else np.ones_like(small, dtype=bool)
+        smooth = cv2.GaussianBlur(grey, (0, 0), 1.2)
+        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+        grad = np.where(inner, np.hypot(gx, gy), 0).astype(np.float32)
+        dark = np.where(inner, _lesion_saliency(grey, inner), 0)
+        return cls(h, w, region, avoid, inner, grad, dark.astype(np.float32), gx, gy, 1 / k, 1 / k)
+
+    def _to_full(self, i: int, rng: np.random.Generator) -> Point:
+        sw = self.inner.shape[1]
+        x = (i % sw + rng.random()) / self.fx
+        y = (i // sw + rng.random()) / self.fy
+        return min(x, self.width - 0.5), min(y, self.height - 0.5)
+
+    def _weighted(self, weights: np.ndarray, rng: np.random.Generator) -> Point:
+        cum = np.cumsum(weights.ravel(), dtype=np.float64)
+        if cum[-1] <= 0:
+            return self.random_point(rng)
+        i = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+        return self._to_full(min(i, cum.size - 1), rng)
+
+    def random_point(self, rng: np.random.Generator) -> Point:
+        """A uniform point well inside the content (away from the fan's rim)."""
+        idx = np.flatnonzero(self.inner)
+        return self._to_full(int(idx[rng.integers(idx.size)]), rng)
+
+    def edge_point(self, rng: np.random.Generator) -> Point:
+        """A point on a structure boundary: drawn with probability ~ gradient squared."""
+        return self._weighted(self.grad**2, rng)
+
+    def normal_at(self, p: Point) -> float:
+        """Direction (radians) from the brighter to the darker side of the edge at ``p``."""
+        sh, sw = self.gx.shape
+        i = min(max(int(p[1] * self.fy), 0), sh - 1)
+        j = min(max(int(p[0] * self.fx), 0), sw - 1)
+        return float(np.arctan2(-self.gy[i, j] * self.fy, -self.gx[i, j] * self.fx))
+
+    def dark_point(self, rng: np.random.Generator) -> Point:
+        """A point inside a dark (hypoechoic, lesion-like) area of the content."""
+        return self._weighted(self.dark, rng)
+
+    def inside(self, p: Point) -> bool:
+        """Whether ``p`` lies in the inner content area."""
+        sh, sw = self.inner.shape
+        i, j = int(p[1] * self.fy), int(p[0] * self.fx)
+        return 0 <= i < sh and 0 <= j < sw and bool(self.inner[i, j])
+
+    def edge_along(
+        self, p: Point, angle: float, rmin: float, rmax: float, rng: np.random.Generator
+    ) -> Point:
+        """The strongest edge on the ray from ``p`` at ``angle`` between ``rmin`` and ``rmax``.
+
+        The ray stops where it leaves the inner content; with no room beyond ``rmin`` the
+        last point still inside is returned (``p`` itself at worst).
+        """
+        sh, sw = self.inner.shape
+        r = np.linspace(0.0, rmax, 64)
+        xs, ys = p[0] + r * np.cos(angle), p[1] + r * np.sin(angle)
+        js, is_ = (xs * self.fx).astype(int), (ys * self.fy).astype(int)
+        ok = (js >= 0) & (js < sw) & (is_ >= 0) & (is_ < sh)
+        ok &= self.inner[np.clip(is_, 0, sh - 1), np.clip(js, 0, sw - 1)]
+        stop = int(np.argmin(ok)) if not ok.all() else r.size
+        first = int(np.searchsorted(r, rmin))
+        if stop > first:
+            g = self.grad[is_[first:stop], js[first:stop]]
+            # A little noise so repeated calls on one scan do not pick the same pixel.
+            k = first + int(np.argmax(g * rng.uniform(0.8, 1.0, stop - first)))
+            return float(xs[k]), float(ys[k])
+        k = max(stop - 1, 0)
+        return self.clip((float(xs[k]), float(ys[k])))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ui_parts
-from .placement import Scene
+from .placement import Outline
 from .render import Painter, check_image, pick
 from .text import FONTS, TextStyle, put_text, random_text_style, text_box
 
@@ -127,7 +127,7 @@ def _clock(rng: np.random.Generator) -> list[str]:
 
 def _text_block(
     painter: Painter,
-    scene: Scene,
+    scene: Outline,
     rng: np.random.Generator,
     lines: list[str],
     corner: str,
@@ -194,7 +194,7 @@ def draw_scanner_ui(
             raise ValueError(
                 f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}"
             ) from None
-    scene = Scene.from_image(image, region)
+    scene = Outline.from_image(image, region)
     s = scene.scale
     tone, rgb = ui_color(rng)
     antialias = bool(rng.random() < 0.6)

@@ -2,7 +2,7 @@
 colour bars, TGC curve and cine timeline.
 
 Each part paints through a ``Painter`` in one UI colour, at a place derived from the
-field of view's bounding box (``Scene.bbox``), and returns a JSON-safe record. Sizes are
+field of view's bounding box (``Outline.bbox``), and returns a JSON-safe record. Sizes are
 for a 500-px screen times ``scene.scale``. ``scanner_ui`` decides which parts a screen
 shows and where; the text blocks live there too.
 """
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from . import geometry as g
-from .placement import Scene
+from .placement import Outline
 from .render import BLACK, SHIFT, Painter, fixed, pick
 from .text import TextStyle, put_text, text_box
 
@@ -80,7 +80,7 @@ def _label(cov: np.ndarray, text: str, x: float, y: float, style: TextStyle, ali
 
 def depth_scale(
     painter: Painter,
-    scene: Scene,
+    scene: Outline,
     rng: np.random.Generator,
     rgb: RGB,
     style: TextStyle,
@@ -151,7 +151,12 @@ def depth_scale(
 
 
 def logo(
-    painter: Painter, scene: Scene, rng: np.random.Generator, rgb: RGB, style: TextStyle, side: str
+    painter: Painter,
+    scene: Outline,
+    rng: np.random.Generator,
+    rgb: RGB,
+    style: TextStyle,
+    side: str,
 ) -> dict:
     """A probe-orientation mark by a top corner of the field of view: a dot, a ring, a
     lettered disc or a small bar."""
@@ -194,7 +199,7 @@ def logo(
 
 def bar(
     painter: Painter,
-    scene: Scene,
+    scene: Outline,
     rng: np.random.Generator,
     rgb: RGB,
     style: TextStyle,
@@ -225,7 +230,7 @@ def bar(
 
 
 def tgc_curve(
-    painter: Painter, scene: Scene, rng: np.random.Generator, rgb: RGB, side: str
+    painter: Painter, scene: Outline, rng: np.random.Generator, rgb: RGB, side: str
 ) -> dict:
     """The time-gain-compensation curve: a thin, gently bulging vertical line beside the
     field of view, with a small dot at each slider."""
@@ -251,7 +256,7 @@ def tgc_curve(
 
 
 def cine_bar(
-    painter: Painter, scene: Scene, rng: np.random.Generator, rgb: RGB, style: TextStyle
+    painter: Painter, scene: Outline, rng: np.random.Generator, rgb: RGB, style: TextStyle
 ) -> dict:
     """A cine-loop timeline along the bottom of the screen: a dark framed track, a slider,
     and "Cine 171" / "3.4 sec" or a frame counter at its ends."""
