@@ -96,6 +96,13 @@ class DataConfig(_Strict):
         "one drawn from [lo, hi] (docs/synth.md: how the mask is defined)",
     )
     repeats: int = Field(4, ge=1, description="on_the_fly samples per clean scan per epoch")
+    echo: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="on_the_fly: patches cut from each drawn pair (data echoing, for a GPU "
+        "that trains faster than the CPU draws); train.batch_size must be a multiple of it",
+    )
     augment: bool = Field(
         True, description="on_the_fly: flips, scale, gain and gamma before drawing"
     )
@@ -134,6 +141,11 @@ class DataConfig(_Strict):
             raise ValueError("data.root is required unless data.on_the_fly is true")
         if self.size is None and self.patch is None:
             raise ValueError("give data.size (resize) or data.patch (native-scale crops)")
+        if self.echo > 1 and not (self.on_the_fly and self.patch):
+            raise ValueError(
+                "data.echo cuts several patches from each drawn pair: it needs "
+                "data.on_the_fly and data.patch"
+            )
         if self.size is not None and self.patch is not None and self.patch > min(self.size):
             # Crops are zero-padded to the patch: the network would learn the padding.
             raise ValueError(
@@ -249,6 +261,15 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     train: TrainLoopConfig = TrainLoopConfig()
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _echo_fits_the_batch(self) -> TrainConfig:
+        if self.train.batch_size % self.data.echo:
+            raise ValueError(
+                f"train.batch_size {self.train.batch_size} is not a multiple of data.echo "
+                f"{self.data.echo}: a batch holds whole drawn pairs"
+            )
+        return self
 
 
 class InferenceConfig(_Strict):

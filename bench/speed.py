@@ -172,10 +172,10 @@ def time_reference_loop(paths: list[Path], out: Path, ckpt: Path, device) -> flo
     return time.perf_counter() - start
 
 
-def time_drawing(folder: Path, samples: int) -> tuple[float, dict[str, float]]:
+def time_drawing(folder: Path, samples: int, echo: int = 1) -> tuple[float, dict[str, float]]:
     """On-the-fly training pairs drawn by one core, as the default model's recipe draws
-    them (256x256 patches of 960x540 scans, the interface kept, the default colours):
-    (samples per second, {stage: ms per sample})."""
+    them (256x256 patches of 960x540 scans, the interface kept, the default colours),
+    ``echo`` patches cut from each drawing: (patches per second, {stage: ms per drawing})."""
     import cv2
     import torch
 
@@ -197,7 +197,7 @@ def time_drawing(folder: Path, samples: int) -> tuple[float, dict[str, float]]:
         data = SyntheticDataset(
             paths, channels=3, size=None, patch=256, drawer="mixed",
             colors=("white", "yellow", "cyan", "green", "sampled"), scanner_ui="keep",
-            repeats=max(1, -(-samples // len(paths))),
+            interface_focus=0.25, repeats=max(1, -(-samples // len(paths))), echo=echo,
         )  # fmt: skip
         data[0]  # imports and caches outside the clock
         data.stages.reset()
@@ -209,7 +209,7 @@ def time_drawing(folder: Path, samples: int) -> tuple[float, dict[str, float]]:
         cv2.setNumThreads(threads[0])
         torch.set_num_threads(threads[1])
     stages = {k: 1000 * v / samples for k, v in data.stages.wall.items()}
-    return samples / seconds, stages
+    return samples * echo / seconds, stages
 
 
 def time_training(device, dtype, channels_last: bool, compile_: bool, steps: int) -> float:
@@ -482,6 +482,11 @@ def main() -> None:
         [[stage, f"{ms:.1f}"] for stage, ms in draw_stages.items()]
         + [["all", f"{1000 / drawn:.1f}"]],
     )
+    echoed = {k: time_drawing(args.out / "drawing", args.draw_samples // k, k)[0] for k in (2, 4)}
+    echo_table = markdown_table(
+        ["data.echo (patches per drawing)", "patches/s per core", "cores for 2,000 patches/s"],
+        [[str(k), f"{rate:.0f}", f"{2000 / rate:.0f}"] for k, rate in {1: drawn, **echoed}.items()],
+    )
 
     full = flops_per_image(540, 960)
     flops = flops_of_clean(ckpt, paths[:16])
@@ -498,6 +503,8 @@ def main() -> None:
         f"{draw_table}\nOne core draws {drawn:.0f} training pairs/s on the fly (scan: "
         f"augmentation; interface: the scanner's; marks: the clinician's; patch: the "
         f"crop and tensors): 2,000 samples/s needs {2000 / drawn:.0f} cores drawing.\n\n"
+        f"With data echoing (`data.echo`: patches cut from each drawing, at their own "
+        f"places):\n\n{echo_table}\n"
         f"- compute ceiling: clean spent {flops / 1e9:.1f} GFLOP per 960x540 image (counted "
         f"on {min(16, n)} of them: the detector on the whole scan, the inpainter around "
         f"what it found; a full forward pass of the default architecture is "

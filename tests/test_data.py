@@ -265,3 +265,27 @@ def test_interface_focus_cuts_patches_around_the_scanner_interface(tmp_path: Pat
         shown[focus] = [bool(data[i]["interface"].any()) for i in range(len(data))]
     assert all(shown[1.0])
     assert sum(shown[0.0]) < len(shown[0.0])
+
+
+def test_echo_stacks_patches_of_one_drawing(tmp_path: Path) -> None:
+    """echo 3: an item is three patches of one drawn pair, cut at different places, and
+    a batch of items puts them side by side."""
+    from annot_denoise.phantom import make_phantom
+    from annot_denoise.training.data import SyntheticDataset, echo_collate
+
+    write_image(tmp_path / "a.png", make_phantom(300, 400, np.random.default_rng(4)))
+    data = SyntheticDataset(
+        [tmp_path / "a.png"], channels=3, size=None, patch=64, repeats=2, echo=3, augment=False
+    )
+    item = data[0]
+    assert item["annotated"].shape == (3, 3, 64, 64) and item["mask"].shape == (3, 1, 64, 64)
+    patches = item["clean"]
+    assert not (torch_equal(patches[0], patches[1]) and torch_equal(patches[1], patches[2]))
+    batch = echo_collate([data[0], data[1]])
+    assert batch["annotated"].shape == (6, 3, 64, 64) and batch["interface"].shape[0] == 6
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -410,3 +410,31 @@ def test_a_damaged_training_state_is_one_error(run_copy: Path) -> None:
     torch.save(ckpt, run_copy / "last.pt")
     with pytest.raises(RunFolderError, match="its training state does not fit this run"):
         train(_resumed(run_copy), device="cpu", resume=True)
+
+
+def test_data_echo_cuts_several_patches_from_each_drawing(
+    phantom_dir: Path, tmp_path: Path
+) -> None:
+    """Data echoing: a step still takes train.batch_size patches, from batch_size / echo
+    drawings; the epoch holds echo times the patches."""
+    from annot_denoise.config import ConfigError
+
+    raw = {
+        "data": {"on_the_fly": True, "clean_dir": str(phantom_dir), "size": None,
+                 "patch": 48, "repeats": 2, "val_split": 0.2, "echo": 2},
+        "model": {"arch": "maskunet", "width": 4, "depth": 1},
+        "train": {"epochs": 1, "batch_size": 4, "workers": 0, "samples": 0},
+        "output": {"dir": str(tmp_path / "echo"), "tensorboard": False},
+    }  # fmt: skip
+    from annot_denoise.training.data import build_datasets
+
+    cfg = validate_config(raw)
+    drawings = len(build_datasets(cfg)[0])
+    result = train(cfg, device="cpu")
+    assert result.steps == drawings // 2  # 2 drawings, 4 patches a step
+    rows = [json.loads(x) for x in (tmp_path / "echo" / "metrics.jsonl").read_text().splitlines()]
+    assert math.isfinite(rows[0]["train_loss"])
+    with pytest.raises(ConfigError, match="not a multiple of data.echo"):
+        validate_config({**raw, "train": {**raw["train"], "batch_size": 5}})
+    with pytest.raises(ConfigError, match="needs data.on_the_fly and data.patch"):
+        validate_config({"data": {"root": str(phantom_dir), "size": [48, 64], "echo": 2}})

@@ -216,6 +216,11 @@ def as_item(
     }
 
 
+def echo_collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A batch of echoed items: their patches side by side on the batch dimension."""
+    return {key: torch.cat([item[key] for item in items]) for key in items[0]}
+
+
 class _Epochs:
     """Per-item generators seeded by (seed, epoch, index): reproducible whatever the
     worker count or rank, and different every epoch. Validation sets are ``fixed``:
@@ -310,7 +315,9 @@ class SyntheticDataset(_Epochs, Dataset):
     """Fresh annotations on every access: a few hundred clean scans give unlimited pairs.
 
     Item ``i`` takes clean scan ``i % n``, augments it, draws with ``drawer`` and
-    crops a patch around the marks, all from the item's own generator.
+    crops a patch around the marks, all from the item's own generator. With ``echo``
+    above 1 an item holds that many patches of one drawing, stacked on a leading
+    dimension (:func:`echo_collate` makes a batch of them).
     """
 
     def __init__(
@@ -324,6 +331,7 @@ class SyntheticDataset(_Epochs, Dataset):
         colors: Sequence[str] = ("white", "yellow", "cyan"),
         scanner_ui: str = "keep",
         interface_focus: float = 0.0,
+        echo: int = 1,
         labels: Sequence[str] | None = None,
         jpeg_quality: int | tuple[int, int] | None = None,
         repeats: int = 4,
@@ -336,7 +344,7 @@ class SyntheticDataset(_Epochs, Dataset):
         self.channels, self.size, self.patch = channels, (tuple(size) if size else None), patch
         self.drawer, self.colors, self.repeats = drawer, tuple(colors), repeats
         self.scanner_ui, self.labels, self.jpeg_quality = scanner_ui, labels, jpeg_quality
-        self.interface_focus = interface_focus
+        self.interface_focus, self.echo = interface_focus, echo
         self.augment, self.seed, self.fixed = augment and not fixed, seed, fixed
         # Where drawing a sample spends its time (bench/speed.py reads it).
         self.stages = StageTimes()
@@ -399,7 +407,14 @@ class SyntheticDataset(_Epochs, Dataset):
                 interface=interface,
             )
         with self.stages("patch"):
-            return self._patch(clean, annot, mask, interface, rng, on_interface)
+            if self.echo == 1:
+                return self._patch(clean, annot, mask, interface, rng, on_interface)
+            # Data echoing: more patches of one drawing, each cut at its own place.
+            items = [
+                self._patch(clean, annot, mask, interface, rng, on_interface)
+                for _ in range(self.echo)
+            ]
+            return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
     def _patch(
         self, clean, annot, mask, interface, rng, on_interface: bool = False
@@ -445,7 +460,9 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
             jpeg_quality=d.jpeg_quality,
             **common,
         )
-        train = SyntheticDataset(train_paths, repeats=d.repeats, augment=d.augment, **synth)
+        train = SyntheticDataset(
+            train_paths, repeats=d.repeats, augment=d.augment, echo=d.echo, **synth
+        )
         # As many validation draws as training ones per scan: a handful of held-out
         # scans alone would make a noisy validation loss.
         val = SyntheticDataset(val_paths, repeats=d.repeats, fixed=True, **synth)

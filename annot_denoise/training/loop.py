@@ -36,7 +36,7 @@ from annot_denoise.runtime import (
 )
 from annot_denoise.training import rundir
 from annot_denoise.training.checkpoint import load_checkpoint, save_checkpoint
-from annot_denoise.training.data import EpochSampler, build_datasets
+from annot_denoise.training.data import EpochSampler, build_datasets, echo_collate
 from annot_denoise.training.losses import restoration_loss
 from annot_denoise.training.validation import validate
 
@@ -276,11 +276,15 @@ def _loaders(
         base, val_sampler = RandomSampler(train_ds, generator=shuffle), None
     sampler = EpochSampler(base, len(train_ds))
     workers = cfg.train.workers
+    # With data.echo each item is that many patches of one drawing.
+    echo = cfg.data.echo
+    items = cfg.train.batch_size // echo
     loader = DataLoader(
         train_ds,
-        batch_size=cfg.train.batch_size,
+        batch_size=items,
         sampler=sampler,
-        drop_last=len(sampler) > cfg.train.batch_size,
+        drop_last=len(sampler) > items,
+        collate_fn=echo_collate if echo > 1 else None,
         num_workers=workers,
         pin_memory=dev.type == "cuda",
         # Workers live across epochs: the epoch travels inside each index.
