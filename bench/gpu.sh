@@ -3,7 +3,8 @@
 # Run from the repository root on a machine with a CUDA GPU:
 #   OUT=/some/folder bash bench/gpu.sh
 # SPEED_ONLY=1 skips training and times the shipped default, with and without --tta
-# (about 4 min).
+# (about 4 min). FEED=1 then also times training fed by on-the-fly drawing, with
+# data.echo 1 and 4 (issue 19; about 4 min more): samples_per_s lands in $OUT/feed.txt.
 # Results land in $OUT (default-model run files, speed section, logs).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-session}
@@ -23,3 +24,17 @@ fi
 timeout 300 "$PY" bench/speed.py --device cuda --images 200 --batch 16 --workers 8 \
   --model "$MODEL" --tta --results "$OUT/speed.md" > "$OUT/speed.log" 2>&1
 echo "speed exit: $?" >> "$OUT/speed.log"
+if [ -n "${FEED:-}" ]; then
+  # 960x540 phantoms drawn on by the DataLoader's workers, as the default recipe draws.
+  "$PY" -m annot_denoise phantoms "$OUT/feed-scans" --count 64 --height 540 --width 960 \
+    --color --seed 3 --workers 14 > /dev/null
+  for ECHO in 1 4; do
+    timeout 150 "$PY" -m annot_denoise train examples/default-model-real-focus.yaml \
+      --device cuda --no-progress --set data.clean_dir="$OUT/feed-scans" \
+      --set data.echo=$ECHO --set data.repeats=64 --set model.init=null \
+      --set train.batch_size=64 --set train.workers=15 --set train.max_minutes=null \
+      --set train.epochs=2 --set train.samples=0 --set output.tensorboard=false \
+      --set output.dir="$OUT/feed-echo$ECHO" > "$OUT/feed-echo$ECHO.log" 2>&1
+    echo "echo $ECHO (exit $?): $(tail -n 1 "$OUT/feed-echo$ECHO/metrics.jsonl")" >> "$OUT/feed.txt"
+  done
+fi
