@@ -135,6 +135,13 @@ def main() -> None:
         action="store_true",
         help="also score each maskunet with test-time augmentation (clean --tta)",
     )
+    parser.add_argument(
+        "--scanner-ui",
+        default="keep",
+        choices=["keep", "off"],
+        help="test scans with a scanner interface kept on both images (synth's default), "
+        "or without one, as the bench drew them before issue 16",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument("--results", type=Path, help="append there instead of bench/RESULTS.md")
     parser.add_argument("--keep", type=Path, help="copy each method's best.pt into this folder")
@@ -171,10 +178,10 @@ def main() -> None:
     colors = list(heldout.COLORS)
     sets = {
         "seen styles": synth(clean_test, out / "test" / "seen", drawer="heldout:draw_seen",
-                             seed=1, colors=colors).out_dir,
+                             seed=1, colors=colors, scanner_ui=args.scanner_ui).out_dir,
         f"held-out style ({args.held_out})": synth(clean_test, out / "test" / "heldout",
-                                                  drawer=args.held_out, seed=2,
-                                                  colors=colors).out_dir,
+                                                  drawer=args.held_out, seed=2, colors=colors,
+                                                  scanner_ui=args.scanner_ui).out_dir,
     }  # fmt: skip
 
     runs, restorers = {}, {}
@@ -247,7 +254,8 @@ def main() -> None:
     body = (
         f"Training budget {args.minutes:g} min per method on {device} ({budget}); "
         f"{args.train_scans} training phantoms, annotations drawn on the fly; held-out "
-        f"drawer: {args.held_out}."
+        f"drawer: {args.held_out}; test scans with the scanner interface "
+        f"{'kept' if args.scanner_ui == 'keep' else 'off'} (--scanner-ui {args.scanner_ui})."
         + (
             f" Checkpoints trained by an earlier run (--reuse {args.reuse}), scored with the "
             f"current code; seconds are their training loops' (without validation)."
