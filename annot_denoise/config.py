@@ -85,7 +85,7 @@ class DataConfig(_Strict):
         ge=0.0,
         le=1.0,
         description="on_the_fly with scanner_ui keep: share of patches cut around the "
-        "interface (its text and bars, with no mark over them) instead of around the marks",
+        "interface (its text, scales and bars) instead of around the marks",
     )
     labels: Path | None = Field(
         None, description="on_the_fly: a text file, one label per line, replacing the built-in"
@@ -141,6 +141,13 @@ class DataConfig(_Strict):
             raise ValueError("data.root is required unless data.on_the_fly is true")
         if self.size is None and self.patch is None:
             raise ValueError("give data.size (resize) or data.patch (native-scale crops)")
+        if self.interface_focus and not (
+            self.on_the_fly and self.scanner_ui == "keep" and self.patch
+        ):
+            raise ValueError(
+                "data.interface_focus cuts patches around the interface that on-the-fly "
+                "drawing keeps: it needs data.on_the_fly, data.scanner_ui: keep and data.patch"
+            )
         if self.echo > 1 and not (self.on_the_fly and self.patch):
             raise ValueError(
                 "data.echo cuts several patches from each drawn pair: it needs "
@@ -231,7 +238,11 @@ class OptimConfig(_Strict):
 
 class TrainLoopConfig(_Strict):
     epochs: int = Field(30, gt=0, description="passes over the training set")
-    batch_size: int = Field(8, gt=0, description="pairs per step")
+    batch_size: int = Field(
+        8,
+        gt=0,
+        description="pairs (patches) per step; with data.echo, from batch_size / echo drawings",
+    )
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="seed for the split, initialisation and shuffling"
     )

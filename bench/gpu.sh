@@ -26,15 +26,20 @@ timeout 300 "$PY" bench/speed.py --device cuda --images 200 --batch 16 --workers
 echo "speed exit: $?" >> "$OUT/speed.log"
 if [ -n "${FEED:-}" ]; then
   # 960x540 phantoms drawn on by the DataLoader's workers, as the default recipe draws.
+  : > "$OUT/feed.txt"
   "$PY" -m annot_denoise phantoms "$OUT/feed-scans" --count 64 --height 540 --width 960 \
-    --color --seed 3 --workers 14 > /dev/null
+    --color --seed 3 --workers 14 > /dev/null \
+    || { echo "phantoms failed" >> "$OUT/feed.txt"; exit 1; }
   for ECHO in 1 4; do
+    rm -rf "$OUT/feed-echo$ECHO"
     timeout 150 "$PY" -m annot_denoise train examples/default-model-real-focus.yaml \
       --device cuda --no-progress --set data.clean_dir="$OUT/feed-scans" \
       --set data.echo=$ECHO --set data.repeats=64 --set model.init=null \
       --set train.batch_size=64 --set train.workers=15 --set train.max_minutes=null \
       --set train.epochs=2 --set train.samples=0 --set output.tensorboard=false \
       --set output.dir="$OUT/feed-echo$ECHO" > "$OUT/feed-echo$ECHO.log" 2>&1
-    echo "echo $ECHO (exit $?): $(tail -n 1 "$OUT/feed-echo$ECHO/metrics.jsonl")" >> "$OUT/feed.txt"
+    RC=$?
+    LAST=$(tail -n 1 "$OUT/feed-echo$ECHO/metrics.jsonl" 2>/dev/null || echo "no metrics")
+    echo "echo $ECHO (exit $RC): $LAST" >> "$OUT/feed.txt"
   done
 fi

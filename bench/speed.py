@@ -174,8 +174,9 @@ def time_reference_loop(paths: list[Path], out: Path, ckpt: Path, device) -> flo
 
 def time_drawing(folder: Path, samples: int, echo: int = 1) -> tuple[float, dict[str, float]]:
     """On-the-fly training pairs drawn by one core, as the default model's recipe draws
-    them (256x256 patches of 960x540 scans, the interface kept, the default colours),
-    ``echo`` patches cut from each drawing: (patches per second, {stage: ms per drawing})."""
+    them (256x256 patches of 960x540 scans, the interface kept with data.interface_focus
+    0.25 as phase 7 draws it, the default colours), ``echo`` patches cut from each
+    drawing: (patches per second, {stage: ms per drawing})."""
     import cv2
     import torch
 
@@ -482,7 +483,9 @@ def main() -> None:
         [[stage, f"{ms:.1f}"] for stage, ms in draw_stages.items()]
         + [["all", f"{1000 / drawn:.1f}"]],
     )
-    echoed = {k: time_drawing(args.out / "drawing", args.draw_samples // k, k)[0] for k in (2, 4)}
+    echoed = {
+        k: time_drawing(args.out / "drawing", max(1, args.draw_samples // k), k)[0] for k in (2, 4)
+    }
     echo_table = markdown_table(
         ["data.echo (patches per drawing)", "patches/s per core", "cores for 2,000 patches/s"],
         [[str(k), f"{rate:.0f}", f"{2000 / rate:.0f}"] for k, rate in {1: drawn, **echoed}.items()],

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from annot_denoise.config import validate_config
 from annot_denoise.io import write_image
 from annot_denoise.training.data import (
     DatasetError,
     PairedDataset,
+    SyntheticDataset,
     build_datasets,
     check_pairs,
+    echo_collate,
     find_pairs,
     split_pairs,
 )
@@ -247,7 +250,6 @@ def test_interface_focus_cuts_patches_around_the_scanner_interface(tmp_path: Pat
     """interface_focus 1: every patch of a scan with an interface shows some of it; 0:
     patches follow the marks, and a smaller share of them show the interface."""
     from annot_denoise.phantom import make_phantom
-    from annot_denoise.training.data import SyntheticDataset
 
     write_image(tmp_path / "a.png", make_phantom(360, 640, np.random.default_rng(3)))
     shown = {}
@@ -267,11 +269,27 @@ def test_interface_focus_cuts_patches_around_the_scanner_interface(tmp_path: Pat
     assert sum(shown[0.0]) < len(shown[0.0])
 
 
+def test_interface_focus_and_echo_need_what_they_work_on() -> None:
+    from annot_denoise.config import ConfigError
+
+    fly = {"on_the_fly": True, "clean_dir": "scans", "patch": 64}
+    both = {**fly, "interface_focus": 0.5, "echo": 2}
+    validate_config({"data": both, "train": {"batch_size": 4}})
+    for data, needs in [
+        ({**fly, "interface_focus": 0.5, "scanner_ui": "off"}, "scanner_ui: keep"),
+        ({"root": "pairs", "size": [64, 64], "interface_focus": 0.5}, "data.on_the_fly"),
+        ({"root": "pairs", "size": [64, 64], "echo": 2}, "needs data.on_the_fly and data.patch"),
+    ]:
+        with pytest.raises(ConfigError, match=needs):
+            validate_config({"data": data, "train": {"batch_size": 4}})
+    with pytest.raises(ValueError, match="needs a patch"):
+        SyntheticDataset([], channels=3, size=(64, 64), patch=None, echo=2)
+
+
 def test_echo_stacks_patches_of_one_drawing(tmp_path: Path) -> None:
     """echo 3: an item is three patches of one drawn pair, cut at different places, and
     a batch of items puts them side by side."""
     from annot_denoise.phantom import make_phantom
-    from annot_denoise.training.data import SyntheticDataset, echo_collate
 
     write_image(tmp_path / "a.png", make_phantom(300, 400, np.random.default_rng(4)))
     data = SyntheticDataset(
@@ -280,12 +298,6 @@ def test_echo_stacks_patches_of_one_drawing(tmp_path: Path) -> None:
     item = data[0]
     assert item["annotated"].shape == (3, 3, 64, 64) and item["mask"].shape == (3, 1, 64, 64)
     patches = item["clean"]
-    assert not (torch_equal(patches[0], patches[1]) and torch_equal(patches[1], patches[2]))
+    assert not any(torch.equal(patches[a], patches[b]) for a, b in [(0, 1), (0, 2), (1, 2)])
     batch = echo_collate([data[0], data[1]])
     assert batch["annotated"].shape == (6, 3, 64, 64) and batch["interface"].shape[0] == 6
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))

@@ -9,6 +9,7 @@ import pytest
 from test_drawers import VARIANTS, as_variant, changed, textured_scan
 
 from annot_denoise.io import differs
+from annot_denoise.synth.drawers import DRAWERS
 from annot_denoise.synth.pipeline import SynthError, annotate, promote
 from annot_denoise.synth.placement import content_region, region_bbox
 from annot_denoise.synth.scanner_ui import LAYOUTS, MIN_SIDE, draw_scanner_ui
@@ -191,11 +192,11 @@ def test_readouts_labels_and_icons_keep_off_the_interface() -> None:
 def test_annotate_keeps_marks_off_an_interface_it_is_given() -> None:
     """A caller that burned the interface itself (on-the-fly training) passes its pixels,
     with the same effect as annotate's own: no mark moved means the same draw."""
-    from annot_denoise.synth.placement import Scene
-
     image = screen(seed=5)
     drawn = image.copy()
-    ui_seed = int(np.random.default_rng(3).integers(0, 2**63, 2)[0])  # annotate's own
+    # annotate seeds its interface with the first of two integers from its generator
+    # (pipeline.annotate): the same interface, burned in here.
+    ui_seed = int(np.random.default_rng(3).integers(0, 2**63, 2)[0])
     interface = draw_scanner_ui(drawn, np.random.default_rng(ui_seed))
     own = annotate(image, "mixed", np.random.default_rng(3), colors=("white",))
     given = annotate(
@@ -203,5 +204,26 @@ def test_annotate_keeps_marks_off_an_interface_it_is_given() -> None:
         interface=interface,
     )  # fmt: skip
     assert np.array_equal(own[1], given[1]) and np.array_equal(own[2], given[2])
+
+
+def test_an_interface_of_the_wrong_shape_is_an_error() -> None:
+    from annot_denoise.synth.placement import Scene
+
+    image = screen(seed=5)
+    with pytest.raises(SynthError, match="interface shape"):
+        annotate(image, "mixed", np.random.default_rng(3), interface=np.zeros((3, 3), bool))
     with pytest.raises(ValueError, match="avoid shape"):
         Scene.from_image(image, avoid=np.zeros((3, 3), bool))
+
+
+@pytest.mark.parametrize("drawer", sorted(DRAWERS))
+def test_nothing_to_avoid_moves_nothing(drawer: str) -> None:
+    """An empty interface is no interface: every drawer draws what it draws without one."""
+    image = screen(seed=12)
+    plain, empty = image.copy(), image.copy()
+    a = DRAWERS[drawer](plain, np.random.default_rng(4), colors=("white", "yellow"))
+    b = DRAWERS[drawer](
+        empty, np.random.default_rng(4), colors=("white", "yellow"),
+        avoid=np.zeros(image.shape[:2], bool),
+    )  # fmt: skip
+    assert np.array_equal(a, b) and np.array_equal(plain, empty)

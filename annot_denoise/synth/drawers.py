@@ -14,8 +14,9 @@ the mask changes. ``region`` is the scan's content mask (computed when None). ``
 names colours in ``COLORS`` or holds ``"sampled"`` (a colour drawn per mark around the
 families scanners use, see ``render.sample_color``). When a dict is passed as ``record``,
 the drawn parameters are added to it, JSON-serialisable. ``avoid`` marks what the
-scanner drew (``scanner_ui``): readouts, labels, side letters and icons keep off it where
-they can, since a scanner never prints over its own text; without it nothing moves.
+scanner drew (``scanner_ui``): readouts, labels, side letters and body markers keep off
+it where they can, since a scanner never prints over its own text; without it nothing
+moves.
 ``DRAWERS`` maps names to functions; ``"mixed"`` combines the clinician's marks (not
 ``colorbar``: scanners draw bars themselves, see ``scanner_ui``).
 """

@@ -152,9 +152,11 @@ def annotate(
     the compression noise of the mark's blocks; no other pixel differs, since identical
     blocks compress identically.
 
-    The built-in drawers keep their readouts, labels, side letters and icons off the
-    interface (a scanner never prints over its own text); ``interface`` (bool HxW) names
-    the pixels of one the caller burned into ``image`` already, for the same purpose.
+    The built-in drawers keep their readouts, labels, side letters and body markers off
+    the interface (a scanner never prints over its own text); ``interface`` (bool HxW)
+    names the pixels of one the caller burned into ``image`` already, for the same
+    purpose. A ``module:function`` drawer is called as ``fn(image, rng)`` and is told
+    nothing about the interface.
 
     The interface and the compression quality come from generators seeded from ``rng``
     before anything is drawn, so the marks on a scan are the same whichever
@@ -169,6 +171,10 @@ def annotate(
     params: dict = {}
     ui: dict = {}
     avoid = None if interface is None else np.asarray(interface, dtype=bool)
+    if avoid is not None and avoid.shape != clean.shape[:2]:
+        raise SynthError(
+            f"interface shape {avoid.shape} does not match the image's {clean.shape[:2]}"
+        )
     if scanner_ui == "keep":
         drawn = draw_scanner_ui(clean, ui_rng, region=region, record=ui)
         avoid = drawn if avoid is None else avoid | drawn

@@ -150,15 +150,15 @@ def _outline(
 
 @dataclass
 class Outline:
-    """Where an image's content lies, and what marks keep off: enough to place the
-    scanner's interface, which keeps to the rim of the field of view and the screen's
-    edges (``Scene`` adds what the clinician's marks need)."""
+    """Where an image's content lies, and what boxes in its corners and margins keep
+    off. The scanner's interface, which keeps to the rim of the field of view and the
+    screen's edges, needs no more; ``Scene`` adds the maps the clinician's marks need."""
 
     height: int
     width: int
     region: np.ndarray  # bool HxW, full resolution
-    # bool HxW, full resolution, or None: what the scanner drew. Readouts, labels and
-    # icons keep off it, since a scanner never prints over its own text.
+    # bool HxW, full resolution, or None: what the scanner drew. Readouts, labels, side
+    # letters and body markers keep off it, since a scanner never prints over its own text.
     avoid: np.ndarray | None
 
     @classmethod
@@ -197,8 +197,9 @@ class Outline:
         """Top-left corner for a ``w`` x ``h`` box in a corner of the image or of the content.
 
         Measurement readouts sit in a screen corner, or just inside the corner of the
-        imaged area when the scan fills the screen. A box over ``avoid`` is drawn again
-        (the least covering of 8 tries wins), so without ``avoid`` the first draw stands.
+        imaged area when the scan fills the screen. A box over ``avoid`` is drawn again,
+        up to 8 times, and the least covering draw wins; without ``avoid`` the first
+        draw stands.
         Returns (x, y, corner name).
         """
         best = self._corner_box(rng, w, h, margin)

@@ -91,6 +91,8 @@ def window_at(
         return slice(0, h), slice(0, w)
     if around is not None:
         ys, xs = np.nonzero(around)
+        if not len(ys):
+            raise ValueError("window_at: 'around' holds no pixel to centre on")
         i = int(rng.integers(len(ys)))
         cy, cx = int(ys[i]), int(xs[i])
     else:

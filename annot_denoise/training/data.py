@@ -344,6 +344,8 @@ class SyntheticDataset(_Epochs, Dataset):
         self.channels, self.size, self.patch = channels, (tuple(size) if size else None), patch
         self.drawer, self.colors, self.repeats = drawer, tuple(colors), repeats
         self.scanner_ui, self.labels, self.jpeg_quality = scanner_ui, labels, jpeg_quality
+        if echo > 1 and not patch:
+            raise ValueError("echo cuts several patches from each drawing: it needs a patch")
         self.interface_focus, self.echo = interface_focus, echo
         self.augment, self.seed, self.fixed = augment and not fixed, seed, fixed
         # Where drawing a sample spends its time (bench/speed.py reads it).

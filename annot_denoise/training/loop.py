@@ -207,10 +207,11 @@ def _datasets(cfg: TrainConfig, world: distrib.World, dev: torch.device) -> tupl
     if world.main:
         for line in skipped:
             log.error("skipping: %s", line)
+        echo = cfg.data.echo
         log.info(
-            "%d training samples, %d validation samples, device %s%s",
-            len(train_ds), len(val_ds), dev,
-            f", {world.size} processes" if world.distributed else "",
+            "%d training samples%s, %d validation samples, device %s%s",
+            len(train_ds) * echo, f" ({len(train_ds)} drawings x {echo})" if echo > 1 else "",
+            len(val_ds), dev, f", {world.size} processes" if world.distributed else "",
         )  # fmt: skip
     return train_ds, val_ds, skipped
 
