@@ -59,6 +59,9 @@ def run_demo(
                 "on_the_fly": True,
                 "clean_dir": str(out_dir / "phantoms" / "train"),
                 "colors": list(COLORS),
+                # As the default was trained to leave the interface alone (phases 6-7).
+                "scanner_ui": "keep",
+                "interface_focus": 0.25,
                 "size": None,
                 "patch": 128,
                 "repeats": 4,
@@ -70,6 +73,7 @@ def run_demo(
                 "depth": arch["depth"],
                 "init": "default",
             },
+            "loss": {"interface_weight": 10.0},
             "optim": {"name": "adamw", "lr": 1e-4, "warmup_steps": 10},
             "train": {"epochs": 100, "batch_size": 8, "workers": 1, "max_minutes": minutes},
             "output": {"dir": str(run_dir)},
