@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from . import geometry as g
-from .placement import Point, Scene
+from .placement import Point, Scene, box_around
 from .render import BLACK, SHIFT, Painter, Palette, fixed, pick
 from .text import FONTS, TextStyle, put_text, random_text_style, text_box
 from .ui_parts import COLORMAPS, paint_bar
@@ -108,8 +108,7 @@ def labels(
 
 def _occupied(painter: Painter, x: float, y: float, w: float, h: float) -> bool:
     """Whether anything was already painted in the box (x, y, w, h) or next to it."""
-    x0, y0 = max(0, int(x) - 1), max(0, int(y) - 1)
-    return bool(painter.mask[y0 : int(y + h) + 2, x0 : int(x + w) + 2].any())
+    return bool(box_around(painter.mask, x, y, w, h).any())
 
 
 def _label_spot(

@@ -105,6 +105,12 @@ def edge_points(
     return [scene.edge_point(rng) for _ in range(n)]
 
 
+def box_around(a: np.ndarray, x: float, y: float, w: float, h: float) -> np.ndarray:
+    """The part of ``a`` (HxW) under the box (x, y, w, h) and a pixel around it."""
+    x0, y0 = max(0, int(x) - 1), max(0, int(y) - 1)
+    return a[y0 : int(y + h) + 2, x0 : int(x + w) + 2]
+
+
 def region_bbox(region: np.ndarray) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) bounds of ``region``, exclusive on the right; the image if empty."""
     x, y, w, h = cv2.boundingRect(region.astype(np.uint8))
@@ -188,8 +194,7 @@ class Outline:
         """How many ``avoid`` pixels lie in the box (x, y, w, h) or a pixel around it."""
         if self.avoid is None:
             return 0
-        x0, y0 = max(0, int(x) - 1), max(0, int(y) - 1)
-        return int(np.count_nonzero(self.avoid[y0 : int(y + h) + 2, x0 : int(x + w) + 2]))
+        return int(np.count_nonzero(box_around(self.avoid, x, y, w, h)))
 
     def corner_box(
         self, rng: np.random.Generator, w: float, h: float, margin: float

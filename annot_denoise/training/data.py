@@ -409,20 +409,16 @@ class SyntheticDataset(_Epochs, Dataset):
                 interface=interface,
             )
         with self.stages("patch"):
-            if self.echo == 1:
-                return self._patch(clean, annot, mask, interface, rng, on_interface)
+            arrays = self._prepared(clean, annot, mask, interface)
             # Data echoing: more patches of one drawing, each cut at its own place.
-            items = [
-                self._patch(clean, annot, mask, interface, rng, on_interface)
-                for _ in range(self.echo)
-            ]
+            items = [self._patch(arrays, rng, on_interface) for _ in range(self.echo)]
+            if self.echo == 1:
+                return items[0]
             return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
-    def _patch(
-        self, clean, annot, mask, interface, rng, on_interface: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """The drawn pair as the network takes it: channels, size, the patch (around a
-        mark, or around the interface when ``on_interface``)."""
+    def _prepared(self, clean, annot, mask, interface) -> tuple[np.ndarray, ...]:
+        """(annotated, clean, mask, interface) in the network's channels and size, once
+        per drawing however many patches are cut from it."""
         if interface is None:
             interface = np.zeros(mask.shape, bool)
         convert = to_rgb if self.channels == 3 else to_grey
@@ -433,6 +429,12 @@ class SyntheticDataset(_Epochs, Dataset):
             # Drawn at the scan's own scale, then resized as a pair (the thesis way).
             interface = resize_mask(interface, self.size)
             annot, clean, mask = resize_pair(annot, clean, mask, self.size)
+        return annot, clean, mask, interface
+
+    def _patch(self, arrays: tuple[np.ndarray, ...], rng, on_interface: bool) -> dict:
+        """One item of the prepared pair: the patch around a mark, or around the
+        interface when ``on_interface``; the whole pair without ``patch``."""
+        annot, clean, mask, interface = arrays
         if self.patch:
             if on_interface and interface.any():
                 y, x = crop_box(mask.shape, self.patch, rng, interface, focus=1.0)
