@@ -216,6 +216,12 @@ class LossConfig(_Strict):
     content_weight: float = Field(
         10.0, ge=0, description="maskunet: weight of the content MSE on and around the marks"
     )
+    content_metric: Literal["mse", "log_mse"] = Field(
+        "mse",
+        description="maskunet: the content term: mse (pooled over the batch's pixels) or "
+        "log_mse (log10 of each patch's MSE, averaged: every patch counts like eval's "
+        "per-image PSNR, so easy, flat holes are not traded for hard, textured ones)",
+    )
     interface_weight: float = Field(
         1.0,
         ge=0,
