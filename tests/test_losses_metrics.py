@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from annot_denoise.evaluation.metrics import mask_scores, mean_abs_change, psnr, ssim
-from annot_denoise.training.losses import restoration_loss, weighted_mse
+from annot_denoise.training.losses import content_loss, restoration_loss, weighted_mse
 
 
 def test_weighted_mse_matches_the_formula() -> None:
@@ -62,6 +62,46 @@ def test_interface_weight_makes_taking_the_interface_costlier() -> None:
     assert loss(top, 10.0) > 2 * plain
     # Where a mark lies over the interface it is a mark: no weight there.
     assert torch.isclose(loss(bottom, 10.0), plain)
+
+
+def _two_patches(easy: float, hard: float) -> tuple[torch.Tensor, ...]:
+    """A mark in each of two patches; the content is off by ``easy`` in the first
+    and by ``hard`` in the second, on and around the marks."""
+    target = torch.full((2, 1, 16, 16), 0.5)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[..., 6:10, 6:10] = 1
+    content = target.clone()
+    content[0] += easy
+    content[1] += hard
+    return content, target, mask
+
+
+def test_log_content_counts_every_patch_alike() -> None:
+    def drop(per_patch_log: bool, halve: int) -> float:
+        errors = [4 / 255, 0.2]
+        before = content_loss(*_two_patches(*errors), per_patch_log=per_patch_log)
+        errors[halve] /= 2
+        return float(before - content_loss(*_two_patches(*errors), per_patch_log=per_patch_log))
+
+    # Pooled, the textured patch's large error is nearly all of the loss.
+    assert drop(False, halve=1) > 100 * drop(False, halve=0)
+    # In the log, halving either patch's error is worth the same.
+    assert drop(True, halve=0) == pytest.approx(drop(True, halve=1), rel=0.01)
+
+
+def test_log_content_ignores_patches_without_marks() -> None:
+    content, target, mask = _two_patches(1 / 255, 0.2)
+    plain = content_loss(content, target, mask, per_patch_log=True)
+    noisy = torch.rand(1, 1, 16, 16)  # nothing to paint there: its content is never used
+    more = content_loss(
+        torch.cat([content, noisy]),
+        torch.cat([target, torch.zeros(1, 1, 16, 16)]),
+        torch.cat([mask, torch.zeros(1, 1, 16, 16)]),
+        per_patch_log=True,
+    )
+    assert torch.isclose(plain, more)
+    none = torch.zeros_like(mask)
+    assert content_loss(content, target, none, per_patch_log=True) == 0
 
 
 def test_ssim_term_is_differentiable() -> None:

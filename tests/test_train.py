@@ -205,6 +205,28 @@ def test_new_narrow_detector_in_front_of_the_frozen_default_inpainter(
     assert model.detector.stem[0].out_channels == 8  # it loads back as trained
 
 
+def test_inpainter_alone_with_the_log_content_term(phantom_dir: Path, tmp_path: Path) -> None:
+    from annot_denoise.pretrained import PRETRAINED
+
+    cfg = validate_config(
+        {
+            "data": {"on_the_fly": True, "clean_dir": str(phantom_dir), "size": None,
+                     "patch": 48, "repeats": 1, "val_split": 0.2},
+            "model": {"arch": "maskunet", "init": "default", "freeze": ["detector"]},
+            "loss": {"content_metric": "log_mse"},
+            "train": {"epochs": 1, "max_steps": 2, "batch_size": 4, "workers": 0, "samples": 0},
+            "output": {"dir": str(tmp_path / "inpaint"), "tensorboard": False},
+        }
+    )  # fmt: skip
+    train(cfg, device="cpu")
+    tuned = load_checkpoint(tmp_path / "inpaint" / "last.pt")["model"]
+    shipped = load_checkpoint(PRETRAINED["default"])["model"]
+    detector = [k for k in shipped if k.startswith(("detector.", "mask_head."))]
+    inpainter = [k for k in shipped if k.startswith(("inpainter.", "content_"))]
+    assert detector and all(torch.equal(tuned[k], shipped[k].float()) for k in detector)
+    assert any(not torch.equal(tuned[k], shipped[k].float()) for k in inpainter)
+
+
 def test_narrow_detector_and_freeze_are_checked() -> None:
     base = {"data": {"root": "x", "size": [64, 64]}}
     with pytest.raises(ConfigError, match="maskunet only"):
