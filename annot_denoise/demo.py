@@ -73,7 +73,8 @@ def run_demo(
                 "depth": arch["depth"],
                 "init": "default",
             },
-            "loss": {"interface_weight": 10.0},
+            # And its inpainter with the per-patch log content term (phase 8).
+            "loss": {"interface_weight": 10.0, "content_metric": "log_mse"},
             "optim": {"name": "adamw", "lr": 1e-4, "warmup_steps": 10},
             "train": {"epochs": 100, "batch_size": 8, "workers": 1, "max_minutes": minutes},
             "output": {"dir": str(run_dir)},
