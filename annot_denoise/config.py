@@ -191,6 +191,12 @@ class ModelConfig(_Strict):
         description="maskunet: channels at the detector's first level; null = width. "
         "The detector runs on every pixel: a narrower one is faster",
     )
+    train_holes: Literal["grown", "inference"] = Field(
+        "grown",
+        description="maskunet: the inpainter's holes while training: the true mask (plus "
+        "the detector's finds) grown by 2 px, or grown as inference grows them "
+        "(by up to mask_dilate px where the ring looks like a mark's fringe)",
+    )
     freeze: list[Literal["detector", "inpainter"]] = Field(
         [],
         description="maskunet: stages whose weights stay fixed while training "
@@ -199,8 +205,12 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _maskunet_only(self) -> ModelConfig:
-        if self.arch != "maskunet" and (self.detector_width is not None or self.freeze):
-            raise ValueError("model.detector_width and model.freeze apply to maskunet only")
+        if self.arch != "maskunet" and (
+            self.detector_width is not None or self.freeze or self.train_holes != "grown"
+        ):
+            raise ValueError(
+                "model.detector_width, model.freeze and model.train_holes apply to maskunet only"
+            )
         if {"detector", "inpainter"} <= set(self.freeze):
             raise ValueError("model.freeze lists both stages: nothing would be trained")
         return self

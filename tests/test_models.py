@@ -147,3 +147,25 @@ def test_frozen_stage_keeps_weights_and_statistics() -> None:
     assert model.detector.stem[0].weight.grad is not None
     with pytest.raises(ValueError, match="unknown stage"):
         model.freeze(["decoder"])
+
+
+def test_training_holes_grown_or_as_inference_cuts_them() -> None:
+    model = build_model("maskunet").eval()  # a fresh mask head finds nothing
+    x = torch.full((1, 3, 32, 32), 0.3)
+    truth = torch.zeros(1, 1, 32, 32)
+    truth[..., 10:14, 10:20] = 1
+    x[..., 10:14, 10:20] = 1.0  # the mark
+    x[..., 14, 10:20] = 0.6  # its fringe, left out of the mask
+    with torch.no_grad():
+        grown = model(x, true_mask=truth)["hole"]
+        cut = model(x, true_mask=truth, train_holes="inference", dilate=1)["hole"]
+        undilated = model(x, true_mask=truth, train_holes="inference", dilate=0)["hole"]
+    assert torch.equal(grown[0, 0, 8:16, 8:22], torch.ones(8, 14))  # 2 px all round
+    assert grown.sum() == 8 * 14
+    fringe = torch.zeros_like(truth)
+    fringe[..., 14, 10:20] = 1
+    # As inference: the mark, and of the 1-px ring only the fringe.
+    assert torch.equal(cut, truth + fringe)
+    assert torch.equal(undilated, truth)
+    with pytest.raises(ValueError, match="train_holes"):
+        model(x, true_mask=truth, train_holes="wide")

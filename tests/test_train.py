@@ -231,6 +231,8 @@ def test_narrow_detector_and_freeze_are_checked() -> None:
     base = {"data": {"root": "x", "size": [64, 64]}}
     with pytest.raises(ConfigError, match="maskunet only"):
         validate_config({**base, "model": {"arch": "unet", "detector_width": 8}})
+    with pytest.raises(ConfigError, match="maskunet only"):
+        validate_config({**base, "model": {"arch": "unet", "train_holes": "inference"}})
     with pytest.raises(ConfigError, match="nothing would be trained"):
         validate_config({**base, "model": {"freeze": ["detector", "inpainter"]}})
 

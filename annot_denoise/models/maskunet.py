@@ -142,12 +142,15 @@ class MaskUNet(nn.Module):
         true_mask: torch.Tensor | None = None,
         threshold: float = 0.5,
         dilate: int = MASK_DILATE,
+        train_holes: str = "grown",
     ) -> dict[str, torch.Tensor]:
         """``output`` (soft composite), ``mask_logits``, ``content`` and ``hole`` (Bx1xHxW).
 
-        ``true_mask`` (training only) makes the holes the true mask grown by
-        ``train_dilate`` plus the detector's own finds; without it the holes are
-        ``sigmoid(logits) > threshold`` grown by ``dilate`` pixels.
+        ``true_mask`` (training only) makes the holes the true mask plus the
+        detector's own finds, grown by ``train_dilate`` (``train_holes="grown"``) or
+        as at inference (``"inference"``: by up to ``dilate`` pixels where the ring
+        looks like a mark's fringe); without it the holes are
+        ``sigmoid(logits) > threshold`` grown as at inference.
         """
         padded, (h, w) = pad_to_multiple(x, 2 ** (self.depth + 1))
         _, fine = self.detector(padded)
@@ -155,7 +158,14 @@ class MaskUNet(nn.Module):
         prob = torch.sigmoid(logits.detach().float())
         if true_mask is not None:
             truth = F.pad(true_mask, (0, padded.shape[-1] - w, 0, padded.shape[-2] - h))
-            hole = torch.maximum(_grow(truth, self.train_dilate), (prob > 0.5).float())
+            finds = (prob > 0.5).float()
+            if train_holes == "inference":
+                known = torch.maximum(truth, finds)
+                hole = _adaptive_hole(padded, known, dilate, self.smooth_steps)
+            elif train_holes == "grown":
+                hole = torch.maximum(_grow(truth, self.train_dilate), finds)
+            else:
+                raise ValueError(f"train_holes is {train_holes!r}; choose grown or inference")
         else:
             hole = _adaptive_hole(padded, (prob > threshold).float(), dilate, self.smooth_steps)
         hole = hole.to(padded.dtype)

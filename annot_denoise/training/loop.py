@@ -358,8 +358,10 @@ def train_one_epoch(
     """
     world = world or distrib.World()
     model.train()
-    # Mask-aware models get the true mask for teacher forcing of their inpainter.
+    # Mask-aware models get the true mask for teacher forcing of their inpainter, and
+    # how to cut their holes from it.
     teacher = getattr(unwrap(model), "predicts_mask", False)
+    holes = {"train_holes": cfg.model.train_holes, "dilate": cfg.model.mask_dilate}
     total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     every = CHECK_EVERY.get(device.type, 1)
@@ -369,7 +371,7 @@ def train_one_epoch(
             break
         x, y, m, ui = _to_device(batch, device)
         with autocast(device, dtype):
-            parts = model_outputs(model(x, **({"true_mask": m} if teacher else {})))
+            parts = model_outputs(model(x, **({"true_mask": m, **holes} if teacher else {})))
         loss = objective(parts, y, m, cfg, ui)
         bad = ~torch.isfinite(loss) & (first_bad < 0)
         first_bad = torch.where(bad, torch.full_like(first_bad, step + 1), first_bad)
