@@ -193,9 +193,10 @@ class ModelConfig(_Strict):
     )
     train_holes: Literal["grown", "inference"] = Field(
         "grown",
-        description="maskunet: the inpainter's holes while training: the true mask (plus "
-        "the detector's finds) grown by 2 px, or grown as inference grows them "
-        "(by up to mask_dilate px where the ring looks like a mark's fringe)",
+        description="maskunet: the inpainter's holes while training: the true mask grown "
+        "by 2 px, plus the detector's finds (at 0.5); or the true mask plus the finds, "
+        "grown as inference grows them (by up to mask_dilate px where the ring looks "
+        "like a mark's fringe)",
     )
     freeze: list[Literal["detector", "inpainter"]] = Field(
         [],
@@ -229,8 +230,10 @@ class LossConfig(_Strict):
     content_metric: Literal["mse", "log_mse"] = Field(
         "mse",
         description="maskunet: the content term: mse (pooled over the batch's pixels) or "
-        "log_mse (log10 of each patch's MSE, averaged: every patch counts like eval's "
-        "per-image PSNR, so easy, flat holes are not traded for hard, textured ones)",
+        "log_mse (log10 of each patch's MSE, averaged: every patch counts alike, as in "
+        "eval's per-image PSNR). With log_mse, content_weight 10 makes the term minus "
+        "the patches' mean content PSNR in dB: the loss is negative and the validation "
+        "loss (best.pt) follows the content more than the mask",
     )
     interface_weight: float = Field(
         1.0,

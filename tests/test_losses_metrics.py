@@ -77,31 +77,31 @@ def _two_patches(easy: float, hard: float) -> tuple[torch.Tensor, ...]:
 
 
 def test_log_content_counts_every_patch_alike() -> None:
-    def drop(per_patch_log: bool, halve: int) -> float:
+    def drop(metric: str, halve: int) -> float:
         errors = [4 / 255, 0.2]
-        before = content_loss(*_two_patches(*errors), per_patch_log=per_patch_log)
+        before = content_loss(*_two_patches(*errors), metric=metric)
         errors[halve] /= 2
-        return float(before - content_loss(*_two_patches(*errors), per_patch_log=per_patch_log))
+        return float(before - content_loss(*_two_patches(*errors), metric=metric))
 
     # Pooled, the textured patch's large error is nearly all of the loss.
-    assert drop(False, halve=1) > 100 * drop(False, halve=0)
+    assert drop("mse", halve=1) > 100 * drop("mse", halve=0)
     # In the log, halving either patch's error is worth the same.
-    assert drop(True, halve=0) == pytest.approx(drop(True, halve=1), rel=0.01)
+    assert drop("log_mse", halve=0) == pytest.approx(drop("log_mse", halve=1), rel=0.01)
 
 
 def test_log_content_ignores_patches_without_marks() -> None:
     content, target, mask = _two_patches(1 / 255, 0.2)
-    plain = content_loss(content, target, mask, per_patch_log=True)
+    plain = content_loss(content, target, mask, metric="log_mse")
     noisy = torch.rand(1, 1, 16, 16)  # nothing to paint there: its content is never used
     more = content_loss(
         torch.cat([content, noisy]),
         torch.cat([target, torch.zeros(1, 1, 16, 16)]),
         torch.cat([mask, torch.zeros(1, 1, 16, 16)]),
-        per_patch_log=True,
+        metric="log_mse",
     )
     assert torch.isclose(plain, more)
     none = torch.zeros_like(mask)
-    assert content_loss(content, target, none, per_patch_log=True) == 0
+    assert content_loss(content, target, none, metric="log_mse") == 0
 
 
 def test_ssim_term_is_differentiable() -> None:

@@ -227,6 +227,41 @@ def test_inpainter_alone_with_the_log_content_term(phantom_dir: Path, tmp_path: 
     assert any(not torch.equal(tuned[k], shipped[k].float()) for k in inpainter)
 
 
+def test_training_passes_the_hole_and_content_settings_on(
+    phantom_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import annot_denoise.training.loop as loop
+    from annot_denoise.models.maskunet import MaskUNet
+
+    seen: dict[str, set] = {"holes": set(), "metric": set()}
+    forward, loss = MaskUNet.forward, loop.restoration_loss
+
+    def spy_forward(self, x, true_mask=None, **kwargs):
+        if true_mask is not None:
+            seen["holes"].add((kwargs.get("train_holes"), kwargs.get("dilate")))
+        return forward(self, x, true_mask, **kwargs)
+
+    def spy_loss(*args, **kwargs):
+        seen["metric"].add(kwargs.get("content_metric"))
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(MaskUNet, "forward", spy_forward)
+    monkeypatch.setattr(loop, "restoration_loss", spy_loss)
+    cfg = validate_config(
+        {
+            "data": {"on_the_fly": True, "clean_dir": str(phantom_dir), "size": None,
+                     "patch": 48, "repeats": 1, "val_split": 0.2},
+            "model": {"arch": "maskunet", "width": 8, "depth": 2, "mask_dilate": 2,
+                      "train_holes": "inference"},
+            "loss": {"content_metric": "log_mse"},
+            "train": {"epochs": 1, "max_steps": 1, "batch_size": 2, "workers": 0, "samples": 0},
+            "output": {"dir": str(tmp_path / "run"), "tensorboard": False},
+        }
+    )  # fmt: skip
+    train(cfg, device="cpu")
+    assert seen == {"holes": {("inference", 2)}, "metric": {"log_mse"}}
+
+
 def test_narrow_detector_and_freeze_are_checked() -> None:
     base = {"data": {"root": "x", "size": [64, 64]}}
     with pytest.raises(ConfigError, match="maskunet only"):
@@ -396,6 +431,10 @@ def _resumed(run: Path, change: dict | None = None):
         ({"model": {"arch": "autoencoder"}}, "model.arch='unet', cannot continue with"),
         ({"data": {"channels": 1}}, "data.channels=3, cannot continue with 1"),
         ({"optim": {"name": "sgd"}}, "optim.name='adamw', cannot continue with 'sgd'"),
+        (
+            {"loss": {"content_metric": "log_mse"}},
+            "loss.content_metric='mse', cannot continue with 'log_mse'",
+        ),
     ],
 )
 def test_resume_keeps_the_architecture(

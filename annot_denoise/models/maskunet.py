@@ -10,9 +10,10 @@ Two half-resolution U-Nets in one module:
 The training output is the composite ``x * (1 - m) + content * m`` with the soft
 mask ``m``, so the loss sees what inference writes. While training, the holes are
 the true mask grown by ``train_dilate`` pixels plus whatever the detector already
-finds (teacher forcing, so the inpainter learns from the first step); at
-inference they are the thresholded prediction grown by ``dilate`` pixels, exactly
-the region the caller writes.
+finds (teacher forcing, so the inpainter learns from the first step), or the true
+mask and the finds grown as inference grows them; at inference they are the
+thresholded prediction grown by up to ``dilate`` pixels, exactly the region the
+caller writes.
 
 For speed each U-Net runs at half resolution: the input is folded into 4x the
 channels with a pixel unshuffle (lossless, so 1-px lines stay visible) and a
@@ -20,6 +21,8 @@ light full-resolution stage draws the fine edges.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -142,15 +145,15 @@ class MaskUNet(nn.Module):
         true_mask: torch.Tensor | None = None,
         threshold: float = 0.5,
         dilate: int = MASK_DILATE,
-        train_holes: str = "grown",
+        train_holes: Literal["grown", "inference"] = "grown",
     ) -> dict[str, torch.Tensor]:
         """``output`` (soft composite), ``mask_logits``, ``content`` and ``hole`` (Bx1xHxW).
 
-        ``true_mask`` (training only) makes the holes the true mask plus the
-        detector's own finds, grown by ``train_dilate`` (``train_holes="grown"``) or
-        as at inference (``"inference"``: by up to ``dilate`` pixels where the ring
-        looks like a mark's fringe); without it the holes are
-        ``sigmoid(logits) > threshold`` grown as at inference.
+        ``true_mask`` (training only) makes the holes the true mask grown by
+        ``train_dilate`` plus the detector's own finds at 0.5 (``train_holes="grown"``),
+        or the true mask plus those finds grown as at inference (``"inference"``: by up
+        to ``dilate`` pixels where the ring looks like a mark's fringe); without it the
+        holes are ``sigmoid(logits) > threshold`` grown as at inference.
         """
         padded, (h, w) = pad_to_multiple(x, 2 ** (self.depth + 1))
         _, fine = self.detector(padded)

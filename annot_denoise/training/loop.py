@@ -455,7 +455,7 @@ def objective(
         content=parts.get("content"),
         mask_weight=cfg.loss.mask_weight,
         content_weight=cfg.loss.content_weight,
-        content_log=cfg.loss.content_metric == "log_mse",
+        content_metric=cfg.loss.content_metric,
         interface=interface,
         interface_weight=cfg.loss.interface_weight,
     )

@@ -56,7 +56,7 @@ def content_loss(
     target: torch.Tensor,
     mask: torch.Tensor,
     grow: int = 3,
-    per_patch_log: bool = False,
+    metric: str = "mse",
 ) -> torch.Tensor:
     """Mean squared error of the content head on and around the annotated pixels.
 
@@ -65,16 +65,17 @@ def content_loss(
     (``grow`` pixels). The term also teaches inpainting from the first step,
     before the mask head has learnt where to look.
 
-    ``per_patch_log``: the mean over patches of log10 of each patch's MSE instead
-    of one MSE pooled over the batch. Pooled, a textured hole's large errors
-    outweigh a flat hole's small ones, and a content head that adds a grey level
-    of noise to every flat hole to win a little on textured ones lowers the PSNR
-    that eval averages per image; in the log every patch counts alike.
+    ``metric``: ``mse``, one MSE pooled over the batch, or ``log_mse``, the mean over
+    patches of log10 of each patch's MSE. Pooled, a textured hole's large errors
+    outweigh a flat hole's small ones; eval averages PSNR per image, where every
+    patch counts alike, as in the log.
     """
     near = F.max_pool2d(mask, 2 * grow + 1, stride=1, padding=grow) if grow else mask
     err = (content.float() - target.float()).square() * near
-    if not per_patch_log:
+    if metric == "mse":
         return err.sum() / (near.sum() * content.shape[1]).clamp_min(1.0)
+    if metric != "log_mse":
+        raise ValueError(f"content metric {metric!r}; choose mse or log_mse")
     area = near.sum(dim=(1, 2, 3)) * content.shape[1]
     painted = (area > 0).float()  # a patch without marks has nothing to paint
     log_mse = torch.log10(err.sum(dim=(1, 2, 3)) / area.clamp_min(1.0) + LOG_FLOOR)
@@ -93,7 +94,7 @@ def restoration_loss(
     content: torch.Tensor | None = None,
     mask_weight: float = 1.0,
     content_weight: float = 10.0,
-    content_log: bool = False,
+    content_metric: str = "mse",
     interface: torch.Tensor | None = None,
     interface_weight: float = 1.0,
 ) -> torch.Tensor:
@@ -112,7 +113,5 @@ def restoration_loss(
             weight = 1 + (interface_weight - 1) * interface * (1 - mask)
         loss = loss + mask_weight * mask_loss(mask_logits, mask, weight)
     if content is not None:
-        loss = loss + content_weight * content_loss(
-            content, target, mask, per_patch_log=content_log
-        )
+        loss = loss + content_weight * content_loss(content, target, mask, metric=content_metric)
     return loss

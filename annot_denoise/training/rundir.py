@@ -79,8 +79,9 @@ _ARCH_KEYS = {
     "norm": "model.norm",
     "detector_width": "model.detector_width",
 }
-# ... and those that shape the optimiser's state.
-_STATE_KEYS = ("model.freeze", "optim.name")
+# ... those that shape the optimiser's state, and the loss whose validation values
+# best.pt is chosen by (a log content term is negative: no saved best compares).
+_STATE_KEYS = ("model.freeze", "optim.name", "loss.content_metric")
 
 
 def check_resumable(ckpt: dict, arch: dict, cfg: TrainConfig, last: Path) -> None:
