@@ -72,8 +72,9 @@ def run_demo(
                 "width": arch["width"],
                 "depth": arch["depth"],
                 "init": "default",
+                "train_holes": "inference",  # as the default's inpainter (phase 9)
             },
-            # And its inpainter with the per-patch log content term (phase 8).
+            # And its inpainter with the per-patch log content term (phases 8-9).
             "loss": {"interface_weight": 10.0, "content_metric": "log_mse"},
             "optim": {"name": "adamw", "lr": 1e-4, "warmup_steps": 10},
             "train": {"epochs": 100, "batch_size": 8, "workers": 1, "max_minutes": minutes},
