@@ -80,6 +80,13 @@ class DataConfig(_Strict):
         description="on_the_fly: a scanner interface drawn on both images (keep: the network "
         "learns to leave it), on the annotated one only (remove: it is a mark), or none",
     )
+    scanner_ui_share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="on_the_fly with scanner_ui keep or remove: share of drawings that get "
+        "an interface; the others get none, like scans cropped to the image area",
+    )
     interface_focus: float = Field(
         0.0,
         ge=0.0,
@@ -147,6 +154,11 @@ class DataConfig(_Strict):
             raise ValueError(
                 "data.interface_focus cuts patches around the interface that on-the-fly "
                 "drawing keeps: it needs data.on_the_fly, data.scanner_ui: keep and data.patch"
+            )
+        if self.scanner_ui_share < 1 and not (self.on_the_fly and self.scanner_ui != "off"):
+            raise ValueError(
+                "data.scanner_ui_share is the share of on-the-fly drawings with an "
+                "interface: it needs data.on_the_fly and data.scanner_ui keep or remove"
             )
         if self.echo > 1 and not (self.on_the_fly and self.patch):
             raise ValueError(

@@ -1,6 +1,7 @@
 """Write the VALIDATION set: the pairs on which inference rules are chosen (issue 17).
 
     python bench/validation_set.py --out data/validation [--real-us ../shared/data/real-us]
+    python bench/validation_set.py --out data/validation-noui --scanner-ui off
 
 Never the test scans of bench/quality.py: a rule chosen on the scans it is then
 scored on is scored on its own training data. The output is a synth-style folder
@@ -31,9 +32,12 @@ style) in white, yellow, cyan, green and sampled colours (pale and desaturated
 hues too), one copy per scan, annotation seed 1717 (grey scans become RGB, as
 synth does whenever a colour may be drawn), with a synthetic scanner interface
 burned into both images of every pair (``scanner_ui="keep"``): it is never in
-the mask, so a model or a step that erases it loses PSNR, as on real screens. The
-clean inputs it read are kept under ``sources/`` (phantoms as written, real files as
-byte copies). The same options give the same bytes.
+the mask, so a model or a step that erases it loses PSNR, as on real screens.
+``--scanner-ui off`` writes the same scans with the same marks and no interface
+(``data/validation-noui``): what a choice does to scans cropped to the image area,
+as most real exports are (marks that the interface pushed aside may sit elsewhere).
+The clean inputs it read are kept under ``sources/`` (phantoms as written, real
+files as byte copies). The same options give the same bytes.
 
 **The real split.** The 182 clean real scans are split once, by file name, into
 a validation part (about 30%, 55 scans; this set) and a test part (the other
@@ -172,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="processes (same bytes whatever)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's files")
+    parser.add_argument(
+        "--scanner-ui",
+        choices=("keep", "off"),
+        default="keep",
+        help="off: no synthetic interface, the same scans and marks otherwise (the set on "
+        "which a scan without an interface is checked)",
+    )
     args = parser.parse_args(argv)
 
     from annot_denoise.synth.pipeline import synth
@@ -193,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=ANNOTATION_SEED,
         colors=COLORS,
         workers=args.workers,
-        scanner_ui="keep",
+        scanner_ui=args.scanner_ui,
     )
     if not report.ok:
         sys.exit("synth failed:\n" + "\n".join(report.failed))
@@ -205,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for name, count, seed, text in PHANTOM_SETS
         ],
         "annotation_seed": ANNOTATION_SEED,
+        "scanner_ui": args.scanner_ui,
         **split,
     }
     (args.out / "split.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

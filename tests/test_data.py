@@ -269,6 +269,25 @@ def test_interface_focus_cuts_patches_around_the_scanner_interface(tmp_path: Pat
     assert sum(shown[0.0]) < len(shown[0.0])
 
 
+def test_scanner_ui_share_leaves_some_drawings_without_an_interface(tmp_path: Path) -> None:
+    """share 0.5: some drawings get an interface and some none; share 1 draws exactly
+    what a dataset without the setting draws (earlier recipes reproduce)."""
+    from annot_denoise.phantom import make_phantom
+
+    write_image(tmp_path / "a.png", make_phantom(360, 640, np.random.default_rng(3)))
+    kwargs = dict(channels=3, size=None, patch=96, colors=("white",), repeats=24)
+    # interface_focus 1: a drawing with an interface shows it in its patch.
+    half = SyntheticDataset(
+        [tmp_path / "a.png"], scanner_ui_share=0.5, interface_focus=1.0, **kwargs
+    )
+    shown = [bool(half[i]["interface"].any()) for i in range(len(half))]
+    assert 0 < sum(shown) < len(shown)
+    full = SyntheticDataset([tmp_path / "a.png"], scanner_ui_share=1.0, **kwargs)
+    plain = SyntheticDataset([tmp_path / "a.png"], **kwargs)
+    for i in (0, 5):
+        assert all(torch.equal(full[i][k], plain[i][k]) for k in plain[i])
+
+
 def test_interface_focus_and_echo_need_what_they_work_on() -> None:
     from annot_denoise.config import ConfigError
 
@@ -277,6 +296,8 @@ def test_interface_focus_and_echo_need_what_they_work_on() -> None:
     validate_config({"data": both, "train": {"batch_size": 4}})
     for data, needs in [
         ({**fly, "interface_focus": 0.5, "scanner_ui": "off"}, "scanner_ui: keep"),
+        ({**fly, "scanner_ui_share": 0.5, "scanner_ui": "off"}, "scanner_ui keep or remove"),
+        ({"root": "pairs", "size": [64, 64], "scanner_ui_share": 0.5}, "data.on_the_fly"),
         ({"root": "pairs", "size": [64, 64], "interface_focus": 0.5}, "data.on_the_fly"),
         ({"root": "pairs", "size": [64, 64], "echo": 2}, "needs data.on_the_fly and data.patch"),
     ]:

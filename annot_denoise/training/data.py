@@ -330,6 +330,7 @@ class SyntheticDataset(_Epochs, Dataset):
         drawer: str = "mixed",
         colors: Sequence[str] = ("white", "yellow", "cyan"),
         scanner_ui: str = "keep",
+        scanner_ui_share: float = 1.0,
         interface_focus: float = 0.0,
         echo: int = 1,
         labels: Sequence[str] | None = None,
@@ -347,6 +348,7 @@ class SyntheticDataset(_Epochs, Dataset):
         if echo > 1 and not patch:
             raise ValueError("echo cuts several patches from each drawing: it needs a patch")
         self.interface_focus, self.echo = interface_focus, echo
+        self.scanner_ui_share = scanner_ui_share
         self.augment, self.seed, self.fixed = augment and not fixed, seed, fixed
         # Where drawing a sample spends its time (bench/speed.py reads it).
         self.stages = StageTimes()
@@ -366,6 +368,9 @@ class SyntheticDataset(_Epochs, Dataset):
         rng = self.item_rng(index)
         scan = self._scans[self.split_index(index)[1] % len(self._scans)]
         ui, interface, on_interface = self.scanner_ui, None, False
+        # Drawn only below a full share, so that share 1 repeats earlier runs' samples.
+        if ui != "off" and self.scanner_ui_share < 1 and rng.random() >= self.scanner_ui_share:
+            ui = "off"
         windowed = bool(self.patch and not self.size)
         if ui == "keep":
             # The interface is drawn here, not by annotate, so that its pixels are known
@@ -459,6 +464,7 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, list[str]]:
             drawer=d.drawer,
             colors=d.colors,
             scanner_ui=d.scanner_ui,
+            scanner_ui_share=d.scanner_ui_share,
             interface_focus=d.interface_focus,
             labels=_labels(d.labels),
             jpeg_quality=d.jpeg_quality,
