@@ -2,6 +2,7 @@
 
     python bench/validation_set.py --out data/validation [--real-us ../shared/data/real-us]
     python bench/validation_set.py --out data/validation-noui --scanner-ui off
+    python bench/validation_set.py --out data/validation-qlike --quality-like
 
 Never the test scans of bench/quality.py: a rule chosen on the scans it is then
 scored on is scored on its own training data. The output is a synth-style folder
@@ -36,6 +37,10 @@ the mask, so a model or a step that erases it loses PSNR, as on real screens.
 ``--scanner-ui off`` writes the same scans with the same marks and no interface
 (``data/validation-noui``): what a choice does to scans cropped to the image area,
 as most real exports are (marks that the interface pushed aside may sit elsewhere).
+``--quality-like`` writes instead what bench/quality.py's "seen styles" test set is
+made of, from other seeds: 30 phantoms of its generator and test sizes (scan seed
+20_000), marked by its drawer (every style but arrows, its four colours, seed 3),
+no interface; the set on which a choice that the phantom bench will report is made.
 The clean inputs it read are kept under ``sources/`` (phantoms as written, real
 files as byte copies). The same options give the same bytes.
 
@@ -72,6 +77,8 @@ from pathlib import Path
 
 PHANTOM_SETS = (("plain", 24, 1717, False), ("vendor", 12, 1718, True))  # name, count, seed, text
 ANNOTATION_SEED = 1717
+# --quality-like: bench/quality.py takes scans of seeds 0 and 10_000, marks of 1 and 2.
+QUALITY_LIKE = (30, 20_000, 3)  # scans, scan seed, annotation seed
 COLORS = ("white", "yellow", "cyan", "green", "sampled")
 VALIDATION_SHARE = 0.3
 # Collections that are one source under two names (the same lung POCUS recordings).
@@ -145,6 +152,31 @@ def stage_real(sources: Path, real_us: Path, files: Sequence[str]) -> None:
         shutil.copyfile(real_us / name, target / Path(name).name)
 
 
+def write_quality_like(out: Path, workers: int) -> None:
+    """Pairs drawn as bench/quality.py draws its "seen styles" test set, other seeds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import heldout
+    from quality import TEST_SIZES, make_scans
+
+    from annot_denoise.synth.pipeline import synth
+
+    count, scan_seed, seed = QUALITY_LIKE
+    sources = make_scans(out / "sources", count, TEST_SIZES, seed=scan_seed)
+    report = synth(
+        sources,
+        out,
+        drawer="heldout:draw_seen",
+        seed=seed,
+        colors=list(heldout.COLORS),
+        workers=workers,
+        scanner_ui="off",
+    )
+    if not report.ok:
+        sys.exit("synth failed:\n" + "\n".join(report.failed))
+    record = {"quality_like": {"scans": count, "scan_seed": scan_seed, "annotation_seed": seed}}
+    (out / "split.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
 def clear_outputs(out: Path, overwrite: bool) -> None:
     """Refuse a folder with anything in it unless ``overwrite``; then remove only what
     this script writes, so no pair of an earlier, larger run survives."""
@@ -183,12 +215,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="off: no synthetic interface, the same scans and marks otherwise (the set on "
         "which a scan without an interface is checked)",
     )
+    parser.add_argument(
+        "--quality-like",
+        action="store_true",
+        help="phantoms and marks drawn as bench/quality.py draws its test set, other seeds",
+    )
     args = parser.parse_args(argv)
 
     from annot_denoise.synth.pipeline import synth
 
     started = time.perf_counter()
     clear_outputs(args.out, args.overwrite)
+    if args.quality_like:
+        write_quality_like(args.out, args.workers)
+        print(f"{args.out}: {QUALITY_LIKE[0]} pairs in {time.perf_counter() - started:.0f} s")
+        return
     sources = args.out / "sources"
     phantoms = stage_phantoms(sources, args.workers)
     split: dict[str, list[str]] = {"validation": [], "test": []}
