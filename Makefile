@@ -53,8 +53,8 @@ docs-postprocess: $(VENV)/.installed
 	head = t[: t.index(mark)]; p.write_text(head + t[t.index(mark):].split('\n', 1)[0] + '\n' + r())"
 
 # Reproduce the shipped default model (see docs/default-model.md): a GPU run, then
-# eight fine-tunes on 2 CPU cores (phantoms twice, real backgrounds four times, then
-# the inpainter alone twice); the threshold is the one chosen on data/validation
+# nine fine-tunes on 2 CPU cores (phantoms twice, real backgrounds four times, then
+# the inpainter alone twice, then the detector alone); the threshold is the one chosen on data/validation
 # (bench/validation_set.py).
 default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise phantoms data/default-phantoms --count 600 --varied --seed 0 --workers 8
@@ -68,5 +68,6 @@ default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise train examples/default-model-real-focus.yaml
 	$(BIN)/annot-denoise train examples/default-model-real-inpaint.yaml
 	$(BIN)/annot-denoise train examples/default-model-real-holes.yaml
-	$(BIN)/annot-denoise export runs/default-model-real-holes/best.pt annot_denoise/weights/default.pt \
-		--mask-threshold 0.6
+	$(BIN)/annot-denoise train examples/default-model-real-detector.yaml
+	$(BIN)/annot-denoise export runs/default-model-real-detector/last.pt annot_denoise/weights/default.pt \
+		--mask-threshold 0.5

@@ -59,9 +59,11 @@ def run_demo(
                 "on_the_fly": True,
                 "clean_dir": str(out_dir / "phantoms" / "train"),
                 "colors": list(COLORS),
-                # As the default was trained to leave the interface alone (phases 6-7).
+                # As the default was trained to leave the interface alone (phases 6-7),
+                # and its detector last, half of the drawings without one (phase 10).
                 "scanner_ui": "keep",
-                "interface_focus": 0.25,
+                "scanner_ui_share": 0.5,
+                "interface_focus": 0.5,
                 "size": None,
                 "patch": 128,
                 "repeats": 4,
