@@ -8,6 +8,21 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="session")
+def bench():
+    """A loader of bench/ scripts as modules: ``bench("real")`` is bench/real.py."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="device for model tests (cpu, cuda, ...)")
 

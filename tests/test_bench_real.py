@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,11 +13,8 @@ REAL_US = ROOT.parent / "shared" / "data" / "real-us"
 
 
 @pytest.fixture(scope="module")
-def real():
-    spec = importlib.util.spec_from_file_location("bench_real", ROOT / "bench" / "real.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def real(bench):
+    return bench("real")
 
 
 def test_damage_counts_ui_and_anatomy_apart(real):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,10 @@ import pytest
 
 from annot_denoise.io import read_image
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def validation_set():
-    spec = importlib.util.spec_from_file_location("bench_vs", ROOT / "bench" / "validation_set.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def validation_set(bench):
+    return bench("validation_set")
 
 
 def _clean_is_source(out: Path) -> list[bool]:
