@@ -54,8 +54,8 @@ docs-postprocess: $(VENV)/.installed
 
 # Reproduce the shipped default model (see docs/default-model.md): a GPU run, then
 # nine fine-tunes on 2 CPU cores (phantoms twice, real backgrounds four times, then
-# the inpainter alone twice, then the detector alone); the threshold is the one chosen on data/validation
-# (bench/validation_set.py).
+# the inpainter alone twice, then the detector alone); the threshold is the one
+# chosen on data/validation (bench/validation_set.py).
 default-model: $(VENV)/.installed
 	$(BIN)/annot-denoise phantoms data/default-phantoms --count 600 --varied --seed 0 --workers 8
 	$(BIN)/annot-denoise train examples/default-model.yaml

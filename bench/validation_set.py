@@ -152,29 +152,36 @@ def stage_real(sources: Path, real_us: Path, files: Sequence[str]) -> None:
         shutil.copyfile(real_us / name, target / Path(name).name)
 
 
+def annotate(sources: Path, out: Path, record: dict, workers: int, **options):
+    """Draw the marks on ``sources`` into ``out`` with synth and write split.json."""
+    from annot_denoise.synth.pipeline import synth
+
+    report = synth(sources, out, workers=workers, **options)
+    if not report.ok:
+        sys.exit("synth failed:\n" + "\n".join(report.failed))
+    (out / "split.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
 def write_quality_like(out: Path, workers: int) -> None:
     """Pairs drawn as bench/quality.py draws its "seen styles" test set, other seeds."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import heldout
     from quality import TEST_SIZES, make_scans
 
-    from annot_denoise.synth.pipeline import synth
-
     count, scan_seed, seed = QUALITY_LIKE
     sources = make_scans(out / "sources", count, TEST_SIZES, seed=scan_seed)
-    report = synth(
+    record = {"quality_like": {"scans": count, "scan_seed": scan_seed, "annotation_seed": seed}}
+    annotate(
         sources,
         out,
+        record,
+        workers,
         drawer="heldout:draw_seen",
         seed=seed,
         colors=list(heldout.COLORS),
-        workers=workers,
         scanner_ui="off",
     )
-    if not report.ok:
-        sys.exit("synth failed:\n" + "\n".join(report.failed))
-    record = {"quality_like": {"scans": count, "scan_seed": scan_seed, "annotation_seed": seed}}
-    (out / "split.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def clear_outputs(out: Path, overwrite: bool) -> None:
@@ -218,11 +225,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--quality-like",
         action="store_true",
-        help="phantoms and marks drawn as bench/quality.py draws its test set, other seeds",
+        help="phantoms and marks drawn as bench/quality.py draws its test set, other seeds "
+        "(no interface and no real scans: --scanner-ui and --real-us do not apply)",
     )
     args = parser.parse_args(argv)
-
-    from annot_denoise.synth.pipeline import synth
 
     started = time.perf_counter()
     clear_outputs(args.out, args.overwrite)
@@ -238,17 +244,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         stage_real(sources, args.real_us, split["validation"])
     else:
         print(f"no real scans: {args.real_us / 'manifest.csv'} not found; phantoms only")
-    report = synth(
-        sources,
-        args.out,
-        drawer="mixed",
-        seed=ANNOTATION_SEED,
-        colors=COLORS,
-        workers=args.workers,
-        scanner_ui=args.scanner_ui,
-    )
-    if not report.ok:
-        sys.exit("synth failed:\n" + "\n".join(report.failed))
     record = {
         "real_us": args.real_us.as_posix() if split["validation"] else None,
         "validation_share": VALIDATION_SHARE,
@@ -260,7 +255,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "scanner_ui": args.scanner_ui,
         **split,
     }
-    (args.out / "split.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    report = annotate(
+        sources,
+        args.out,
+        record,
+        args.workers,
+        drawer="mixed",
+        seed=ANNOTATION_SEED,
+        colors=COLORS,
+        scanner_ui=args.scanner_ui,
+    )
     real = len(split["validation"])
     print(
         f"{args.out}: {report.written} pairs ({phantoms} phantoms, {real} real; "
